@@ -1,0 +1,102 @@
+//! The library's typed error. Callers (the CLI, tests, embedding programs) match on the variant;
+//! the binary adds context with anyhow at its edge.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the library, by what the caller may want to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading, mapping, creating or renaming a file failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The input is not a (complete) ONNX protobuf.
+    #[error("{}: not a valid ONNX model: {reason}", path.display())]
+    InvalidModel { path: PathBuf, reason: String },
+
+    /// The input is not a (complete) ONNX Runtime training checkpoint.
+    #[error("{}: not a valid ONNX Runtime training checkpoint: {reason}", path.display())]
+    InvalidCheckpoint { path: PathBuf, reason: String },
+
+    /// The input parsed, but its fields hold something this tool cannot accept.
+    #[error("{}: {reason}", path.display())]
+    Unsupported { path: PathBuf, reason: String },
+
+    /// The input has fields unknown to the vendored ONNX schema; writing would drop them.
+    #[error(
+        "{}: {count} field(s) unknown to the ONNX IR {ir} schema would be lost (first: {first}); pass --allow-lossy to write anyway",
+        path.display()
+    )]
+    UnknownFields {
+        path: PathBuf,
+        count: usize,
+        first: String,
+        ir: i64,
+    },
+
+    /// The input has no optimizer update this tool recognizes.
+    #[error("{}: no optimizer update found: {reason}", path.display())]
+    NoOptimizer { path: PathBuf, reason: String },
+
+    /// The input was already rewritten by this tool.
+    #[error("{}: already rewritten for Lookahead (k={k}, alpha={alpha}, by onnx-lookahead {version})", path.display())]
+    AlreadyRewritten {
+        path: PathBuf,
+        k: String,
+        alpha: String,
+        version: String,
+    },
+
+    /// A name the rewrite must add is already used in the input.
+    #[error("{}: name clash: {name} is already used ({wher})", path.display(), wher = where_used)]
+    NameClash {
+        path: PathBuf,
+        name: String,
+        where_used: String,
+    },
+
+    /// k or alpha out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    /// A graph the tool is about to write breaks an ONNX rule; nothing was written.
+    #[error("internal validation failed for graph {graph}: {reason}")]
+    Validation { graph: String, reason: String },
+
+    /// The output would exceed what protobuf can serialize.
+    #[error("{}: serialized model is {size} bytes, over protobuf's 2 GiB limit; store large tensors as external data", path.display())]
+    TooLarge { path: PathBuf, size: u64 },
+
+    /// An external-data reference is malformed, escapes the model directory, or is out of range.
+    #[error("{}: external data of tensor {tensor}: {reason}", path.display())]
+    ExternalData {
+        path: PathBuf,
+        tensor: String,
+        reason: String,
+    },
+
+    /// The output exists and overwriting was not requested.
+    #[error("{} already exists; pass --force to overwrite", path.display())]
+    OutputExists { path: PathBuf },
+
+    /// The output path is the input (or inside it); the input is never modified.
+    #[error("{}: output would overwrite the input", path.display())]
+    OutputIsInput { path: PathBuf },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
