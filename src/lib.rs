@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod generated;
+pub mod graph;
 pub mod io;
 
 pub use error::{Error, Result};

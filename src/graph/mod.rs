@@ -1,0 +1,10 @@
+//! The dataflow view of ONNX graphs and the structural tools passes use: scopes, fresh names,
+//! order-preserving sort, validation, node/tensor builders, a text dump for review.
+
+pub mod build;
+pub mod dataflow;
+pub mod dump;
+pub mod names;
+pub mod order;
+pub mod scope;
+pub mod validate;

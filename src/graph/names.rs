@@ -1,0 +1,76 @@
+//! Fresh names: a generator that never returns a name used in any scope of the model, nor one
+//! it returned before.
+
+use std::collections::BTreeSet;
+
+use crate::generated::onnx::ModelProto;
+use crate::graph::scope::collect_all_names;
+
+pub struct NameGenerator {
+    used: BTreeSet<String>,
+}
+
+impl NameGenerator {
+    /// Reserves every tensor and node name of every graph of the model (main graph, subgraphs,
+    /// training_info graphs, functions) and its metadata-free identifiers.
+    pub fn for_model(model: &ModelProto) -> Self {
+        let mut used = BTreeSet::new();
+        if let Some(graph) = &model.graph {
+            collect_all_names(graph, &mut used);
+        }
+        for info in &model.training_info {
+            for graph in [&info.initialization, &info.algorithm].into_iter().flatten() {
+                collect_all_names(graph, &mut used);
+            }
+        }
+        for function in &model.functions {
+            used.extend(function.input.iter().cloned());
+            used.extend(function.output.iter().cloned());
+            for node in &function.node {
+                used.extend(node.output.iter().cloned());
+                used.extend(node.name.iter().cloned());
+            }
+        }
+        NameGenerator { used }
+    }
+
+    pub fn empty() -> Self {
+        NameGenerator { used: BTreeSet::new() }
+    }
+
+    /// Marks more names as taken (e.g. names of other files that share a namespace at runtime).
+    pub fn reserve<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, names: I) {
+        self.used.extend(names.into_iter().map(Into::into));
+    }
+
+    pub fn is_used(&self, name: &str) -> bool {
+        self.used.contains(name)
+    }
+
+    /// `base` itself if free, else `base_1`, `base_2`, ...; the result is reserved.
+    pub fn fresh(&mut self, base: &str) -> String {
+        let mut candidate = base.to_string();
+        let mut counter = 0u64;
+        while self.used.contains(&candidate) {
+            counter += 1;
+            candidate = format!("{base}_{counter}");
+        }
+        self.used.insert(candidate.clone());
+        candidate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_names_avoid_used_and_previous() {
+        let mut names = NameGenerator::empty();
+        names.reserve(["x", "x_1"]);
+        assert_eq!(names.fresh("x"), "x_2");
+        assert_eq!(names.fresh("x"), "x_3");
+        assert_eq!(names.fresh("y"), "y");
+        assert_eq!(names.fresh("y"), "y_1");
+    }
+}

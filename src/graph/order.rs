@@ -1,0 +1,123 @@
+//! Order-preserving topological sort. GraphProto.node must be topologically sorted; a generic
+//! toposort would reshuffle untouched nodes and make diffs unreadable. Kahn's algorithm with a
+//! min-heap keyed by each node's rank keeps the existing order wherever the dependencies allow,
+//! and a node with a larger rank (new nodes) is emitted only once nothing smaller is ready, i.e.
+//! just before its first consumer needs it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use crate::generated::onnx::NodeProto;
+use crate::graph::scope::node_reads;
+
+/// The nodes (by name of one of their outputs) that form a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cycle {
+    pub nodes: Vec<String>,
+}
+
+/// Sorts `nodes` topologically; among ready nodes the smallest `rank` goes first. Names not
+/// produced by any node of the list (graph inputs, initializers, outer scope) impose no order.
+pub fn sort_preserving(nodes: Vec<NodeProto>, ranks: &[u64]) -> Result<Vec<NodeProto>, Cycle> {
+    assert_eq!(nodes.len(), ranks.len(), "one rank per node");
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for output in node.output.iter().filter(|o| !o.is_empty()) {
+            producer.insert(output.as_str(), i);
+        }
+    }
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    let mut missing: Vec<usize> = vec![0; nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        let mut deps: Vec<usize> = node_reads(node)
+            .iter()
+            .filter_map(|name| producer.get(name.as_str()).copied())
+            .filter(|&p| p != i)
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        missing[i] = deps.len();
+        for p in deps {
+            dependents[p].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(u64, usize)>> = (0..nodes.len())
+        .filter(|&i| missing[i] == 0)
+        .map(|i| Reverse((ranks[i], i)))
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(Reverse((_, i))) = ready.pop() {
+        order.push(i);
+        for &d in &dependents[i] {
+            missing[d] -= 1;
+            if missing[d] == 0 {
+                ready.push(Reverse((ranks[d], d)));
+            }
+        }
+    }
+    if order.len() != nodes.len() {
+        let stuck = (0..nodes.len())
+            .filter(|&i| missing[i] > 0)
+            .map(|i| describe(&nodes[i]))
+            .collect();
+        return Err(Cycle { nodes: stuck });
+    }
+    let mut slots: Vec<Option<NodeProto>> = nodes.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+fn describe(node: &NodeProto) -> String {
+    match node.name.as_deref() {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => format!("{} -> {}", node.op_type(), node.output.join(",")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            name: Some(name.into()),
+            op_type: Some("Op".into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn names(nodes: &[NodeProto]) -> Vec<&str> {
+        nodes.iter().map(|n| n.name()).collect()
+    }
+
+    #[test]
+    fn sorted_input_keeps_its_order() {
+        let nodes = vec![
+            node("a", &["x"], &["a"]),
+            node("c", &["x"], &["c"]),
+            node("b", &["a"], &["b"]),
+        ];
+        let sorted = sort_preserving(nodes, &[0, 1, 2]).unwrap();
+        assert_eq!(names(&sorted), ["a", "c", "b"]);
+    }
+
+    #[test]
+    fn new_node_goes_just_before_its_first_consumer() {
+        let nodes = vec![
+            node("a", &["x"], &["a"]),
+            node("b", &["a", "n"], &["b"]),
+            node("c", &["b"], &["c"]),
+            node("new", &["x"], &["n"]),
+        ];
+        let sorted = sort_preserving(nodes, &[0, 1, 2, 1000]).unwrap();
+        assert_eq!(names(&sorted), ["a", "new", "b", "c"]);
+    }
+
+    #[test]
+    fn cycle_is_reported() {
+        let nodes = vec![node("a", &["b"], &["a"]), node("b", &["a"], &["b"])];
+        let err = sort_preserving(nodes, &[0, 1]).unwrap_err();
+        assert_eq!(err.nodes.len(), 2);
+    }
+}

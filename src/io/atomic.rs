@@ -1,0 +1,125 @@
+//! Atomic output: everything is written to a temporary sibling of the destination and renamed
+//! into place only when complete, so a failure (or a kill) never leaves a partial output, and an
+//! existing output is replaced only when asked.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Refuses an existing destination unless `overwrite` is set.
+pub fn check_destination(path: &Path, overwrite: bool) -> Result<()> {
+    if !overwrite && std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::OutputExists {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates `path` by letting `fill` write a temporary file in the destination directory, then
+/// renaming it over `path`.
+pub fn write_file_with(
+    path: &Path,
+    overwrite: bool,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
+    check_destination(path, overwrite)?;
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".onnx-lookahead-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io("cannot create a temporary file in", &dir, e))?;
+    fill(tmp.as_file_mut()).map_err(|e| Error::io("cannot write", tmp.path().to_path_buf(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io("cannot sync", tmp.path().to_path_buf(), e))?;
+    let persisted = if overwrite {
+        tmp.persist(path).map(|_| ())
+    } else {
+        tmp.persist_noclobber(path).map(|_| ())
+    };
+    persisted.map_err(|e| Error::io("cannot rename into place", path, e.error))
+}
+
+/// A directory being assembled next to its destination; `commit` renames it into place.
+/// Dropping it without commit removes everything written so far.
+pub struct StagedDir {
+    staging: Option<tempfile::TempDir>,
+    destination: PathBuf,
+    overwrite: bool,
+}
+
+impl StagedDir {
+    pub fn new(destination: &Path, overwrite: bool) -> Result<Self> {
+        check_destination(destination, overwrite)?;
+        let dir = parent_dir(destination);
+        let staging = tempfile::Builder::new()
+            .prefix(".onnx-lookahead-")
+            .tempdir_in(&dir)
+            .map_err(|e| Error::io("cannot create a temporary directory in", &dir, e))?;
+        Ok(StagedDir {
+            staging: Some(staging),
+            destination: destination.to_path_buf(),
+            overwrite,
+        })
+    }
+
+    /// Where files go while the directory is assembled.
+    pub fn path(&self) -> &Path {
+        match &self.staging {
+            Some(dir) => dir.path(),
+            None => &self.destination,
+        }
+    }
+
+    /// Moves the finished directory to its destination. An existing destination (allowed by
+    /// `overwrite`) is first moved aside and removed only after the new one is in place.
+    pub fn commit(mut self) -> Result<()> {
+        let Some(staging) = self.staging.take() else {
+            return Ok(());
+        };
+        let staged = staging.keep();
+        let dest = self.destination.clone();
+        let cleanup_on_error = |e: Error| {
+            let _ = std::fs::remove_dir_all(&staged);
+            e
+        };
+        let mut displaced = None;
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            if !self.overwrite {
+                return Err(cleanup_on_error(Error::OutputExists { path: dest }));
+            }
+            let aside = parent_dir(&dest).join(format!(
+                ".onnx-lookahead-old-{}",
+                std::process::id()
+            ));
+            std::fs::rename(&dest, &aside)
+                .map_err(|e| cleanup_on_error(Error::io("cannot move aside", &dest, e)))?;
+            displaced = Some(aside);
+        }
+        if let Err(e) = std::fs::rename(&staged, &dest) {
+            if let Some(aside) = &displaced {
+                let _ = std::fs::rename(aside, &dest);
+            }
+            return Err(cleanup_on_error(Error::io("cannot rename into place", &dest, e)));
+        }
+        if let Some(aside) = displaced {
+            let removed = if aside.is_dir() {
+                std::fs::remove_dir_all(&aside)
+            } else {
+                std::fs::remove_file(&aside)
+            };
+            removed.map_err(|e| Error::io("cannot remove the replaced output", &aside, e))?;
+        }
+        Ok(())
+    }
+}
