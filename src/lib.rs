@@ -10,3 +10,9 @@ pub mod graph;
 pub mod io;
 
 pub use error::{Error, Result};
+pub mod formats;
+pub mod inspect;
+pub mod lookahead;
+pub mod pipeline;
+pub use lookahead::Options;
+pub use pipeline::{RewriteOptions, RewriteSummary, dump, inspect, rewrite};

@@ -24,13 +24,16 @@ fn compare_or_update(committed: &Path, fresh: &[u8]) {
 #[test]
 fn onnx_protobuf_code_is_fresh() {
     let proto_dir = root().join("proto");
-    let descriptors = protox::compile([proto_dir.join("onnx.proto")], [&proto_dir]).expect("compile onnx.proto");
+    let descriptors =
+        protox::compile([proto_dir.join("onnx.proto")], [&proto_dir]).expect("compile onnx.proto");
     let out = tempfile::tempdir().expect("tempdir");
     let mut config = prost_build::Config::new();
     // `bytes` fields become bytes::Bytes so that decoding from a memory map is zero-copy.
     config.bytes(["."]);
     config.out_dir(out.path());
-    config.compile_fds(descriptors.clone()).expect("prost-build");
+    config
+        .compile_fds(descriptors.clone())
+        .expect("prost-build");
     let fresh = std::fs::read(out.path().join("onnx.rs")).expect("generated onnx.rs");
     compare_or_update(&root().join("src/generated/onnx.rs"), &fresh);
 
@@ -40,5 +43,8 @@ fn onnx_protobuf_code_is_fresh() {
         file.source_code_info = None;
     }
     let encoded = prost::Message::encode_to_vec(&set);
-    compare_or_update(&root().join("src/generated/onnx_descriptor_set.bin"), &encoded);
+    compare_or_update(
+        &root().join("src/generated/onnx_descriptor_set.bin"),
+        &encoded,
+    );
 }

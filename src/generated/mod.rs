@@ -1,1 +1,3 @@
-pub mod onnx { include!("onnx.rs"); }
+pub mod onnx {
+    include!("onnx.rs");
+}

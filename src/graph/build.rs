@@ -4,8 +4,9 @@
 use bytes::Bytes;
 
 use crate::generated::onnx::{
-    AttributeProto, GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
+    type_proto,
 };
 
 pub const MS_DOMAIN: &str = "com.microsoft";
@@ -105,15 +106,30 @@ pub fn tensor_raw(name: &str, data_type: DataType, dims: &[i64], raw: Bytes) -> 
 }
 
 pub fn scalar_f32(name: &str, value: f32) -> TensorProto {
-    tensor_raw(name, DataType::Float, &[], Bytes::copy_from_slice(&value.to_le_bytes()))
+    tensor_raw(
+        name,
+        DataType::Float,
+        &[],
+        Bytes::copy_from_slice(&value.to_le_bytes()),
+    )
 }
 
 pub fn scalar_f64(name: &str, value: f64) -> TensorProto {
-    tensor_raw(name, DataType::Double, &[], Bytes::copy_from_slice(&value.to_le_bytes()))
+    tensor_raw(
+        name,
+        DataType::Double,
+        &[],
+        Bytes::copy_from_slice(&value.to_le_bytes()),
+    )
 }
 
 pub fn scalar_i64(name: &str, value: i64) -> TensorProto {
-    tensor_raw(name, DataType::Int64, &[], Bytes::copy_from_slice(&value.to_le_bytes()))
+    tensor_raw(
+        name,
+        DataType::Int64,
+        &[],
+        Bytes::copy_from_slice(&value.to_le_bytes()),
+    )
 }
 
 pub fn tensor_f32(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
@@ -203,6 +219,18 @@ pub fn value_info_renamed(other: &ValueInfoProto, name: &str) -> ValueInfoProto 
         name: Some(name.to_string()),
         r#type: other.r#type.clone(),
         ..Default::default()
+    }
+}
+
+/// Gives every unnamed node a fresh name `<prefix><op type>`, so injected subgraph nodes are
+/// identifiable in reports and runtime profiles.
+pub fn name_nodes(
+    nodes: &mut [NodeProto],
+    names: &mut crate::graph::names::NameGenerator,
+    prefix: &str,
+) {
+    for node in nodes.iter_mut().filter(|n| n.name().is_empty()) {
+        node.name = Some(names.fresh(&format!("{prefix}{}", node.op_type().to_lowercase())));
     }
 }
 

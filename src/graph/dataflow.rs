@@ -17,7 +17,10 @@ pub enum Source {
     GraphInput,
     Initializer,
     /// Output `slot` of the node at this position in GraphProto.node.
-    Node { node: usize, slot: usize },
+    Node {
+        node: usize,
+        slot: usize,
+    },
     /// Not defined in this graph: an outer-scope value (or undefined, which validation reports).
     Outer,
 }
@@ -46,11 +49,15 @@ impl Dataflow {
         }
         // IR < 4 lists initializers among the inputs too; that is not a second definition.
         for init in &graph.initializer {
-            sources.entry(init.name().to_string()).or_insert(Source::Initializer);
+            sources
+                .entry(init.name().to_string())
+                .or_insert(Source::Initializer);
         }
         for sparse in &graph.sparse_initializer {
             if let Some(values) = &sparse.values {
-                sources.entry(values.name().to_string()).or_insert(Source::Initializer);
+                sources
+                    .entry(values.name().to_string())
+                    .or_insert(Source::Initializer);
             }
         }
         let mut dag = StableDiGraph::with_capacity(graph.node.len(), graph.node.len() * 2);
@@ -60,8 +67,13 @@ impl Dataflow {
                 if output.is_empty() {
                     continue;
                 }
-                if sources.insert(output.clone(), Source::Node { node: i, slot }).is_some() {
-                    return Err(DuplicateDefinition { name: output.clone() });
+                if sources
+                    .insert(output.clone(), Source::Node { node: i, slot })
+                    .is_some()
+                {
+                    return Err(DuplicateDefinition {
+                        name: output.clone(),
+                    });
                 }
             }
         }
@@ -114,7 +126,10 @@ impl Dataflow {
 
     /// Every node that (transitively) depends on one of the `seeds` tensor names.
     pub fn downstream_of(&self, seeds: &[&str]) -> BTreeSet<usize> {
-        let mut stack: Vec<usize> = seeds.iter().flat_map(|s| self.consumers(s).iter().copied()).collect();
+        let mut stack: Vec<usize> = seeds
+            .iter()
+            .flat_map(|s| self.consumers(s).iter().copied())
+            .collect();
         let mut seen = BTreeSet::new();
         while let Some(n) = stack.pop() {
             if seen.insert(n) {

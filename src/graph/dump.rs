@@ -5,8 +5,8 @@
 use std::fmt::Write;
 
 use crate::generated::onnx::{
-    AttributeProto, GraphProto, TensorProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    tensor_proto::DataType, type_proto,
+    AttributeProto, GraphProto, TensorProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, type_proto,
 };
 
 pub fn dump_graph(graph: &GraphProto) -> String {
@@ -80,8 +80,16 @@ fn type_summary(t: &TypeProto) -> String {
                 s.dim
                     .iter()
                     .map(|d| match &d.value {
-                        Some(crate::generated::onnx::tensor_shape_proto::dimension::Value::DimValue(v)) => v.to_string(),
-                        Some(crate::generated::onnx::tensor_shape_proto::dimension::Value::DimParam(p)) => p.clone(),
+                        Some(
+                            crate::generated::onnx::tensor_shape_proto::dimension::Value::DimValue(
+                                v,
+                            ),
+                        ) => v.to_string(),
+                        Some(
+                            crate::generated::onnx::tensor_shape_proto::dimension::Value::DimParam(
+                                p,
+                            ),
+                        ) => p.clone(),
                         None => "?".into(),
                     })
                     .collect::<Vec<_>>()
@@ -110,7 +118,12 @@ fn value_info(v: &ValueInfoProto) -> String {
 
 fn tensor_summary(t: &TensorProto) -> String {
     let dims: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
-    let mut s = format!("{}: {}[{}]", t.name(), elem_type_name(t.data_type()), dims.join(","));
+    let mut s = format!(
+        "{}: {}[{}]",
+        t.name(),
+        elem_type_name(t.data_type()),
+        dims.join(",")
+    );
     if let Some(values) = small_values(t) {
         let _ = write!(s, " = {values}");
     }
@@ -125,17 +138,25 @@ fn small_values(t: &TensorProto) -> Option<String> {
     }
     let raw = t.raw_data.as_deref().unwrap_or(&[]);
     let values: Vec<String> = match DataType::try_from(t.data_type()).ok()? {
-        DataType::Float if !t.float_data.is_empty() => t.float_data.iter().map(|v| format!("{v:?}")).collect(),
+        DataType::Float if !t.float_data.is_empty() => {
+            t.float_data.iter().map(|v| format!("{v:?}")).collect()
+        }
         DataType::Float => raw
             .chunks_exact(4)
             .map(|c| format!("{:?}", f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
             .collect(),
-        DataType::Int64 if !t.int64_data.is_empty() => t.int64_data.iter().map(|v| v.to_string()).collect(),
+        DataType::Int64 if !t.int64_data.is_empty() => {
+            t.int64_data.iter().map(|v| v.to_string()).collect()
+        }
         DataType::Int64 => raw
             .chunks_exact(8)
-            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]).to_string())
+            .map(|c| {
+                i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]).to_string()
+            })
             .collect(),
-        DataType::Bool if !t.int32_data.is_empty() => t.int32_data.iter().map(|v| (*v != 0).to_string()).collect(),
+        DataType::Bool if !t.int32_data.is_empty() => {
+            t.int32_data.iter().map(|v| (*v != 0).to_string()).collect()
+        }
         DataType::Bool => raw.iter().map(|v| (*v != 0).to_string()).collect(),
         _ => return None,
     };
@@ -152,9 +173,45 @@ fn attribute_summary(a: &AttributeProto) -> String {
         AttributeType::Ints => format!("{:?}", a.ints),
         AttributeType::Strings => format!(
             "{:?}",
-            a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<Vec<_>>()
+            a.strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
         ),
         other => format!("<{}>", other.as_str_name()),
     };
     format!("{}={value}", a.name())
+}
+
+/// The main graph, then every training_info graph, with the model's metadata.
+pub fn dump_model(model: &crate::generated::onnx::ModelProto) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "ir_version {}", model.ir_version());
+    for o in &model.opset_import {
+        let _ = writeln!(out, "opset {:?} {}", o.domain(), o.version());
+    }
+    for p in &model.metadata_props {
+        let _ = writeln!(out, "metadata {:?} = {:?}", p.key(), p.value());
+    }
+    if let Some(g) = &model.graph {
+        write_graph(&mut out, g, 0);
+    }
+    for (i, info) in model.training_info.iter().enumerate() {
+        let _ = writeln!(out, "training_info[{i}]");
+        if let Some(g) = &info.initialization {
+            let _ = writeln!(out, "  initialization:");
+            write_graph(&mut out, g, 2);
+        }
+        for b in &info.initialization_binding {
+            let _ = writeln!(out, "  initialization_binding {} <- {}", b.key(), b.value());
+        }
+        if let Some(g) = &info.algorithm {
+            let _ = writeln!(out, "  algorithm:");
+            write_graph(&mut out, g, 2);
+        }
+        for b in &info.update_binding {
+            let _ = writeln!(out, "  update_binding {} <- {}", b.key(), b.value());
+        }
+    }
+    out
 }

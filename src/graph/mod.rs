@@ -6,5 +6,6 @@ pub mod dataflow;
 pub mod dump;
 pub mod names;
 pub mod order;
+pub mod patch;
 pub mod scope;
 pub mod validate;

@@ -19,7 +19,10 @@ impl NameGenerator {
             collect_all_names(graph, &mut used);
         }
         for info in &model.training_info {
-            for graph in [&info.initialization, &info.algorithm].into_iter().flatten() {
+            for graph in [&info.initialization, &info.algorithm]
+                .into_iter()
+                .flatten()
+            {
                 collect_all_names(graph, &mut used);
             }
         }
@@ -35,7 +38,9 @@ impl NameGenerator {
     }
 
     pub fn empty() -> Self {
-        NameGenerator { used: BTreeSet::new() }
+        NameGenerator {
+            used: BTreeSet::new(),
+        }
     }
 
     /// Marks more names as taken (e.g. names of other files that share a namespace at runtime).
@@ -45,6 +50,15 @@ impl NameGenerator {
 
     pub fn is_used(&self, name: &str) -> bool {
         self.used.contains(name)
+    }
+
+    /// The first used name that starts with `prefix` (names are kept sorted).
+    pub fn first_with_prefix(&self, prefix: &str) -> Option<&str> {
+        self.used
+            .range(prefix.to_string()..)
+            .next()
+            .map(String::as_str)
+            .filter(|n| n.starts_with(prefix))
     }
 
     /// `base` itself if free, else `base_1`, `base_2`, ...; the result is reserved.

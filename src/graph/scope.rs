@@ -34,7 +34,12 @@ pub fn defined_names(graph: &GraphProto) -> BTreeSet<&str> {
             .filter_map(|s| s.values.as_ref().map(|v| v.name())),
     );
     for node in &graph.node {
-        names.extend(node.output.iter().map(String::as_str).filter(|n| !n.is_empty()));
+        names.extend(
+            node.output
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !n.is_empty()),
+        );
     }
     names
 }
@@ -61,7 +66,12 @@ pub fn outer_reads(graph: &GraphProto) -> BTreeSet<String> {
 
 /// Every name a node reads: its explicit inputs and its subgraphs' outer-scope reads.
 pub fn node_reads(node: &NodeProto) -> BTreeSet<String> {
-    let mut reads: BTreeSet<String> = node.input.iter().filter(|n| !n.is_empty()).cloned().collect();
+    let mut reads: BTreeSet<String> = node
+        .input
+        .iter()
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .collect();
     for sub in subgraphs(node) {
         reads.extend(outer_reads(sub));
     }
@@ -106,7 +116,10 @@ pub fn rename_reads(nodes: &mut [NodeProto], rename: &dyn Fn(&str) -> Option<Str
 }
 
 fn rename_outer_reads(graph: &mut GraphProto, rename: &dyn Fn(&str) -> Option<String>) {
-    let defined: BTreeSet<String> = defined_names(graph).into_iter().map(str::to_string).collect();
+    let defined: BTreeSet<String> = defined_names(graph)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     let outer_only = |name: &str| {
         if defined.contains(name) {
             None

@@ -10,23 +10,30 @@ use crate::generated::onnx::GraphProto;
 use crate::graph::scope::subgraphs;
 
 /// Validates `graph` (and its subgraphs) given the names visible from enclosing scopes.
-pub fn validate_graph(graph: &GraphProto, outer: &BTreeSet<String>, label: &str) -> Result<(), Error> {
+pub fn validate_graph(
+    graph: &GraphProto,
+    outer: &BTreeSet<String>,
+    label: &str,
+) -> Result<(), Error> {
     let fail = |reason: String| Error::Validation {
         graph: label.to_string(),
         reason,
     };
     let mut visible: HashSet<String> = outer.iter().cloned().collect();
     let mut own: HashSet<String> = HashSet::new();
-    let define = |name: &str, what: &str, own: &mut HashSet<String>, visible: &mut HashSet<String>| {
-        if outer.contains(name) {
-            return Err(fail(format!("{what} {name:?} shadows a name of an enclosing scope")));
-        }
-        if !own.insert(name.to_string()) {
-            return Err(fail(format!("{what} {name:?} is defined more than once")));
-        }
-        visible.insert(name.to_string());
-        Ok(())
-    };
+    let define =
+        |name: &str, what: &str, own: &mut HashSet<String>, visible: &mut HashSet<String>| {
+            if outer.contains(name) {
+                return Err(fail(format!(
+                    "{what} {name:?} shadows a name of an enclosing scope"
+                )));
+            }
+            if !own.insert(name.to_string()) {
+                return Err(fail(format!("{what} {name:?} is defined more than once")));
+            }
+            visible.insert(name.to_string());
+            Ok(())
+        };
     for input in &graph.input {
         define(input.name(), "graph input", &mut own, &mut visible)?;
     }
@@ -57,7 +64,9 @@ pub fn validate_graph(graph: &GraphProto, outer: &BTreeSet<String>, label: &str)
         for input in node.input.iter().filter(|i| !i.is_empty()) {
             if !visible.contains(input) {
                 let reason = if produced_later.contains(input.as_str()) {
-                    format!("{who} reads {input:?} before it is produced (not topologically sorted)")
+                    format!(
+                        "{who} reads {input:?} before it is produced (not topologically sorted)"
+                    )
                 } else {
                     format!("{who} reads {input:?}, which is not defined")
                 };
@@ -75,7 +84,10 @@ pub fn validate_graph(graph: &GraphProto, outer: &BTreeSet<String>, label: &str)
     }
     for output in &graph.output {
         if !visible.contains(output.name()) {
-            return Err(fail(format!("graph output {:?} is not defined", output.name())));
+            return Err(fail(format!(
+                "graph output {:?} is not defined",
+                output.name()
+            )));
         }
     }
     Ok(())
@@ -120,21 +132,27 @@ mod tests {
     #[test]
     fn unsorted_graph_fails() {
         let g = graph(vec![node(&["a"], &["b"]), node(&["x"], &["a"])], &["b"]);
-        let err = validate_graph(&g, &BTreeSet::new(), "main").unwrap_err().to_string();
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not topologically sorted"), "{err}");
     }
 
     #[test]
     fn double_assignment_fails() {
         let g = graph(vec![node(&["x"], &["a"]), node(&["x"], &["a"])], &["a"]);
-        let err = validate_graph(&g, &BTreeSet::new(), "main").unwrap_err().to_string();
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("more than once"), "{err}");
     }
 
     #[test]
     fn undefined_input_fails() {
         let g = graph(vec![node(&["nope"], &["a"])], &["a"]);
-        let err = validate_graph(&g, &BTreeSet::new(), "main").unwrap_err().to_string();
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not defined"), "{err}");
     }
 
@@ -147,13 +165,114 @@ mod tests {
         };
         let mut if_node = node(&["x"], &["y"]);
         if_node.op_type = Some("If".into());
-        if_node.attribute.push(crate::generated::onnx::AttributeProto {
-            name: Some("then_branch".into()),
-            g: Some(body),
-            ..Default::default()
-        });
+        if_node
+            .attribute
+            .push(crate::generated::onnx::AttributeProto {
+                name: Some("then_branch".into()),
+                g: Some(body),
+                ..Default::default()
+            });
         let g = graph(vec![node(&["x"], &["a"]), if_node], &["y"]);
-        let err = validate_graph(&g, &BTreeSet::new(), "main").unwrap_err().to_string();
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("shadows"), "{err}");
     }
+}
+
+/// Validates a whole model: the main graph, and for every training_info entry the concatenation
+/// of the main graph and its algorithm (the graph a training runtime executes), its
+/// initialization graph, and its bindings (training_info is never checked by onnx.checker).
+pub fn validate_model(model: &crate::generated::onnx::ModelProto) -> Result<(), Error> {
+    use std::collections::HashSet;
+    let empty = GraphProto::default();
+    let main = model.graph.as_ref().unwrap_or(&empty);
+    validate_graph(main, &BTreeSet::new(), "graph")?;
+    let main_inits: HashSet<&str> = main.initializer.iter().map(|t| t.name()).collect();
+    let main_outputs: HashSet<&str> = main.output.iter().map(|o| o.name()).collect();
+    let mut update_keys: HashSet<&str> = HashSet::new();
+    for (i, info) in model.training_info.iter().enumerate() {
+        let label = format!("training_info[{i}]");
+        let fail = |reason: String| Error::Validation {
+            graph: label.clone(),
+            reason,
+        };
+        let algorithm = info.algorithm.as_ref().unwrap_or(&empty);
+        let combined = concatenate(main, algorithm);
+        validate_graph(
+            &combined,
+            &BTreeSet::new(),
+            &format!("graph+algorithm[{i}]"),
+        )?;
+        let own_inits: HashSet<&str> = algorithm.initializer.iter().map(|t| t.name()).collect();
+        let algo_outputs: HashSet<&str> = algorithm.output.iter().map(|o| o.name()).collect();
+        for binding in &info.update_binding {
+            let (key, value) = (binding.key(), binding.value());
+            if !main_inits.contains(key) && !own_inits.contains(key) {
+                return Err(fail(format!(
+                    "update_binding key {key:?} is not an initializer"
+                )));
+            }
+            if !algo_outputs.contains(value) && !main_outputs.contains(value) {
+                return Err(fail(format!(
+                    "update_binding value {value:?} is not a graph output"
+                )));
+            }
+            if !update_keys.insert(key) {
+                return Err(fail(format!(
+                    "update_binding key {key:?} is bound more than once"
+                )));
+            }
+        }
+        if let Some(init) = &info.initialization {
+            if !init.input.is_empty() {
+                return Err(fail("the initialization graph has inputs".into()));
+            }
+            validate_graph(init, &BTreeSet::new(), &format!("initialization[{i}]"))?;
+        }
+        let init_outputs: HashSet<&str> = info
+            .initialization
+            .iter()
+            .flat_map(|g| g.output.iter().map(|o| o.name()))
+            .collect();
+        let mut init_keys = HashSet::new();
+        for binding in &info.initialization_binding {
+            let (key, value) = (binding.key(), binding.value());
+            if !main_inits.contains(key) && !own_inits.contains(key) {
+                return Err(fail(format!(
+                    "initialization_binding key {key:?} is not an initializer"
+                )));
+            }
+            if !init_outputs.contains(value) {
+                return Err(fail(format!(
+                    "initialization_binding value {value:?} is not an initialization output"
+                )));
+            }
+            if !init_keys.insert(key) {
+                return Err(fail(format!(
+                    "initialization_binding key {key:?} is bound more than once"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The graph a training runtime executes for one algorithm: ModelProto.graph's inputs,
+/// initializers, outputs, nodes and value_info followed by the algorithm's.
+pub fn concatenate(main: &GraphProto, algorithm: &GraphProto) -> GraphProto {
+    let mut combined = main.clone();
+    combined.input.extend(algorithm.input.iter().cloned());
+    combined
+        .initializer
+        .extend(algorithm.initializer.iter().cloned());
+    combined
+        .sparse_initializer
+        .extend(algorithm.sparse_initializer.iter().cloned());
+    combined.output.extend(algorithm.output.iter().cloned());
+    combined.node.extend(algorithm.node.iter().cloned());
+    combined
+        .value_info
+        .extend(algorithm.value_info.iter().cloned());
+    combined
 }

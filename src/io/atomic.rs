@@ -98,10 +98,8 @@ impl StagedDir {
             if !self.overwrite {
                 return Err(cleanup_on_error(Error::OutputExists { path: dest }));
             }
-            let aside = parent_dir(&dest).join(format!(
-                ".onnx-lookahead-old-{}",
-                std::process::id()
-            ));
+            let aside =
+                parent_dir(&dest).join(format!(".onnx-lookahead-old-{}", std::process::id()));
             std::fs::rename(&dest, &aside)
                 .map_err(|e| cleanup_on_error(Error::io("cannot move aside", &dest, e)))?;
             displaced = Some(aside);
@@ -110,7 +108,11 @@ impl StagedDir {
             if let Some(aside) = &displaced {
                 let _ = std::fs::rename(aside, &dest);
             }
-            return Err(cleanup_on_error(Error::io("cannot rename into place", &dest, e)));
+            return Err(cleanup_on_error(Error::io(
+                "cannot rename into place",
+                &dest,
+                e,
+            )));
         }
         if let Some(aside) = displaced {
             let removed = if aside.is_dir() {

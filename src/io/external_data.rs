@@ -28,7 +28,11 @@ pub fn external_ref(tensor: &TensorProto) -> Option<Result<ExternalRef, String>>
     let mut length = None;
     for entry in &tensor.external_data {
         let value = entry.value();
-        let parse = |what: &str| value.parse::<u64>().map_err(|_| format!("{what} {value:?} is not a number"));
+        let parse = |what: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{what} {value:?} is not a number"))
+        };
         match entry.key() {
             "location" => location = Some(value.to_string()),
             "offset" => match parse("offset") {
@@ -80,7 +84,10 @@ pub fn for_each_tensor<'m>(model: &'m ModelProto, visit: &mut dyn FnMut(&'m Tens
         graph_tensors(graph, visit);
     }
     for info in &model.training_info {
-        for graph in [&info.initialization, &info.algorithm].into_iter().flatten() {
+        for graph in [&info.initialization, &info.algorithm]
+            .into_iter()
+            .flatten()
+        {
             graph_tensors(graph, visit);
         }
     }
@@ -92,7 +99,11 @@ pub fn for_each_tensor<'m>(model: &'m ModelProto, visit: &mut dyn FnMut(&'m Tens
 fn graph_tensors<'m>(graph: &'m GraphProto, visit: &mut dyn FnMut(&'m TensorProto)) {
     graph.initializer.iter().for_each(&mut *visit);
     for sparse in &graph.sparse_initializer {
-        sparse.values.iter().chain(sparse.indices.iter()).for_each(&mut *visit);
+        sparse
+            .values
+            .iter()
+            .chain(sparse.indices.iter())
+            .for_each(&mut *visit);
     }
     nodes_tensors(&graph.node, visit);
 }
@@ -106,9 +117,16 @@ fn nodes_tensors<'m>(nodes: &'m [NodeProto], visit: &mut dyn FnMut(&'m TensorPro
 }
 
 fn attribute_tensors<'m>(attr: &'m AttributeProto, visit: &mut dyn FnMut(&'m TensorProto)) {
-    attr.t.iter().chain(attr.tensors.iter()).for_each(&mut *visit);
+    attr.t
+        .iter()
+        .chain(attr.tensors.iter())
+        .for_each(&mut *visit);
     for sparse in attr.sparse_tensor.iter().chain(attr.sparse_tensors.iter()) {
-        sparse.values.iter().chain(sparse.indices.iter()).for_each(&mut *visit);
+        sparse
+            .values
+            .iter()
+            .chain(sparse.indices.iter())
+            .for_each(&mut *visit);
     }
     for graph in attr.g.iter().chain(attr.graphs.iter()) {
         graph_tensors(graph, visit);

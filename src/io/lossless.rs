@@ -39,7 +39,11 @@ pub struct UnknownField {
 
 impl fmt::Display for UnknownField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "field {} in {} at byte {}", self.number, self.path, self.byte_offset)
+        write!(
+            f,
+            "field {} in {} at byte {}",
+            self.number, self.path, self.byte_offset
+        )
     }
 }
 
@@ -47,7 +51,14 @@ impl fmt::Display for UnknownField {
 /// protobuf (which the decoder would have rejected already).
 pub fn unknown_fields(bytes: &[u8]) -> Result<Vec<UnknownField>, String> {
     let mut found = Vec::new();
-    walk(bytes, 0, &message("ModelProto"), "ModelProto", &mut found, 0)?;
+    walk(
+        bytes,
+        0,
+        &message("ModelProto"),
+        "ModelProto",
+        &mut found,
+        0,
+    )?;
     Ok(found)
 }
 
@@ -65,7 +76,10 @@ fn read_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
 }
 
 fn skip(bytes: &[u8], pos: &mut usize, len: usize) -> Result<(), String> {
-    let end = pos.checked_add(len).filter(|&e| e <= bytes.len()).ok_or("field runs past the end")?;
+    let end = pos
+        .checked_add(len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("field runs past the end")?;
     *pos = end;
     Ok(())
 }
@@ -100,7 +114,8 @@ fn walk(
             1 => skip(bytes, &mut pos, 8)?,
             5 => skip(bytes, &mut pos, 4)?,
             2 => {
-                let len = usize::try_from(read_varint(bytes, &mut pos)?).map_err(|_| "length overflow")?;
+                let len = usize::try_from(read_varint(bytes, &mut pos)?)
+                    .map_err(|_| "length overflow")?;
                 let start = pos;
                 skip(bytes, &mut pos, len)?;
                 payload = Some(start..pos);
@@ -117,7 +132,14 @@ fn walk(
             Some(field) => {
                 if let (Kind::Message(sub), Some(range)) = (field.kind(), payload) {
                     let sub_path = format!("{path}.{}", field.name());
-                    walk(&bytes[range.clone()], base + range.start, &sub, &sub_path, found, depth + 1)?;
+                    walk(
+                        &bytes[range.clone()],
+                        base + range.start,
+                        &sub,
+                        &sub_path,
+                        found,
+                        depth + 1,
+                    )?;
                 }
             }
         }

@@ -32,7 +32,9 @@ pub struct ModelFile {
 /// Maps a whole file read-only. Empty files map to empty `Bytes` (mmap of length 0 is an error).
 pub fn map_file(path: &Path) -> Result<Bytes> {
     let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io("cannot stat", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
     if meta.is_dir() {
         return Err(Error::io(
             "cannot read",
@@ -59,7 +61,8 @@ pub fn load_model(path: &Path) -> Result<ModelFile> {
     if source.is_empty() {
         return Err(invalid("the file is empty".into()));
     }
-    let model = ModelProto::decode(source.clone()).map_err(|e| invalid(format!("protobuf decode failed ({e})")))?;
+    let model = ModelProto::decode(source.clone())
+        .map_err(|e| invalid(format!("protobuf decode failed ({e})")))?;
     // Protobuf has no framing at the top level: random or truncated bytes can decode "successfully"
     // into a message that is not a model. Ask for what every ONNX model has.
     if model.ir_version.is_none() {

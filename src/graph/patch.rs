@@ -1,0 +1,238 @@
+//! Declarative edits of a model. Passes describe what to change (add these tensors and nodes,
+//! make these readers read that instead, rebind these training_info entries); `apply` performs
+//! them in one place, re-sorts the touched graphs with the order-preserving sort, and leaves
+//! every untouched field exactly as it was.
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::generated::onnx::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TrainingInfoProto, ValueInfoProto,
+};
+use crate::graph::dataflow::same_domain;
+use crate::graph::order::sort_preserving;
+use crate::graph::scope::rename_reads;
+
+/// Which graph of a model an edit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GraphId {
+    Main,
+    /// training_info[i].algorithm
+    Algorithm(usize),
+    /// training_info[i].initialization (created empty if missing)
+    Initialization(usize),
+}
+
+#[derive(Debug, Clone)]
+pub enum GraphEdit {
+    AddInput(ValueInfoProto),
+    AddInitializer(TensorProto),
+    AddOutput(ValueInfoProto),
+    /// Placed by the order-preserving sort: just before its first consumer, or at the end.
+    AddNode(NodeProto),
+    /// Every node that existed before this patch and reads `from` (explicitly or from a
+    /// subgraph) reads `to` instead. Added nodes are not touched, so they can still read `from`.
+    RedirectReads {
+        from: String,
+        to: String,
+    },
+    /// The existing node producing `from` produces `to` instead; an added node then produces
+    /// `from`, so its readers (and a graph output of that name) get the added node's value.
+    RenameProducedOutput {
+        from: String,
+        to: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum BindingEdit {
+    /// Set (replace or add) update_binding[key] = value in training_info[info].
+    SetUpdate {
+        info: usize,
+        key: String,
+        value: String,
+    },
+    /// Set (replace or add) initialization_binding[key] = value in training_info[info].
+    SetInitialization {
+        info: usize,
+        key: String,
+        value: String,
+    },
+}
+
+/// A list of edits to one model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelPatch {
+    pub graph_edits: Vec<(GraphId, GraphEdit)>,
+    pub binding_edits: Vec<BindingEdit>,
+    /// Opset imports the added nodes need (domain, version); added only if the domain is absent.
+    pub opsets: Vec<(String, i64)>,
+    /// metadata_props entries to set (replacing an entry with the same key).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl ModelPatch {
+    pub fn edit(&mut self, graph: GraphId, edit: GraphEdit) {
+        self.graph_edits.push((graph, edit));
+    }
+
+    pub fn add_node(&mut self, graph: GraphId, node: NodeProto) {
+        self.edit(graph, GraphEdit::AddNode(node));
+    }
+
+    /// The nodes this patch adds, per graph (for reports).
+    pub fn added_nodes(&self) -> impl Iterator<Item = (GraphId, &NodeProto)> {
+        self.graph_edits.iter().filter_map(|(g, e)| match e {
+            GraphEdit::AddNode(n) => Some((*g, n)),
+            _ => None,
+        })
+    }
+}
+
+fn graph_mut<'m>(model: &'m mut ModelProto, id: GraphId) -> Result<&'m mut GraphProto> {
+    let missing = |what: String| Error::Validation {
+        graph: format!("{id:?}"),
+        reason: what,
+    };
+    match id {
+        GraphId::Main => model
+            .graph
+            .as_mut()
+            .ok_or_else(|| missing("no main graph".into())),
+        GraphId::Algorithm(i) => model
+            .training_info
+            .get_mut(i)
+            .and_then(|t| t.algorithm.as_mut())
+            .ok_or_else(|| missing(format!("no training_info[{i}].algorithm"))),
+        GraphId::Initialization(i) => {
+            let info = model
+                .training_info
+                .get_mut(i)
+                .ok_or_else(|| missing(format!("no training_info[{i}]")))?;
+            Ok(info.initialization.get_or_insert_with(|| GraphProto {
+                name: Some(format!("training_info_{i}_initialization")),
+                ..Default::default()
+            }))
+        }
+    }
+}
+
+/// Applies `patch` to `model`. Graph edits are grouped per graph and applied in order; each
+/// touched graph is then re-sorted (untouched nodes keep their relative order).
+pub fn apply(model: &mut ModelProto, patch: ModelPatch) -> Result<()> {
+    let touched: BTreeSet<GraphId> = patch.graph_edits.iter().map(|(g, _)| *g).collect();
+    for id in touched {
+        let edits: Vec<GraphEdit> = patch
+            .graph_edits
+            .iter()
+            .filter(|(g, _)| *g == id)
+            .map(|(_, e)| e.clone())
+            .collect();
+        apply_graph_edits(graph_mut(model, id)?, edits, id)?;
+    }
+    for edit in patch.binding_edits {
+        apply_binding(model, edit)?;
+    }
+    for (domain, version) in patch.opsets {
+        if !model
+            .opset_import
+            .iter()
+            .any(|o| same_domain(o.domain(), &domain))
+        {
+            model.opset_import.push(OperatorSetIdProto {
+                domain: Some(domain),
+                version: Some(version),
+            });
+        }
+    }
+    for (key, value) in patch.metadata {
+        match model.metadata_props.iter_mut().find(|p| p.key() == key) {
+            Some(entry) => entry.value = Some(value),
+            None => model.metadata_props.push(StringStringEntryProto {
+                key: Some(key),
+                value: Some(value),
+            }),
+        }
+    }
+    Ok(())
+}
+
+fn apply_graph_edits(graph: &mut GraphProto, edits: Vec<GraphEdit>, id: GraphId) -> Result<()> {
+    let original_count = graph.node.len();
+    let mut added = Vec::new();
+    for edit in edits {
+        match edit {
+            GraphEdit::AddInput(v) => graph.input.push(v),
+            GraphEdit::AddInitializer(t) => graph.initializer.push(t),
+            GraphEdit::AddOutput(v) => graph.output.push(v),
+            GraphEdit::AddNode(n) => added.push(n),
+            GraphEdit::RedirectReads { from, to } => {
+                let rename = |name: &str| (name == from).then(|| to.clone());
+                rename_reads(&mut graph.node[..original_count], &rename);
+            }
+            GraphEdit::RenameProducedOutput { from, to } => {
+                let output = graph.node[..original_count]
+                    .iter_mut()
+                    .flat_map(|n| n.output.iter_mut())
+                    .find(|o| **o == from)
+                    .ok_or_else(|| Error::Validation {
+                        graph: format!("{id:?}"),
+                        reason: format!("no node produces {from:?}"),
+                    })?;
+                *output = to;
+            }
+        }
+    }
+    if added.is_empty() {
+        return Ok(());
+    }
+    let mut nodes = std::mem::take(&mut graph.node);
+    let first_new_rank = nodes.len() as u64;
+    let ranks: Vec<u64> = (0..(nodes.len() + added.len()) as u64)
+        .map(|i| {
+            if i < first_new_rank {
+                i
+            } else {
+                u64::MAX / 2 + i
+            }
+        })
+        .collect();
+    nodes.extend(added);
+    graph.node = sort_preserving(nodes, &ranks).map_err(|cycle| Error::Validation {
+        graph: format!("{id:?}"),
+        reason: format!(
+            "the patched graph has a cycle through {}",
+            cycle.nodes.join(", ")
+        ),
+    })?;
+    Ok(())
+}
+
+fn apply_binding(model: &mut ModelProto, edit: BindingEdit) -> Result<()> {
+    let (info, key, value, update) = match edit {
+        BindingEdit::SetUpdate { info, key, value } => (info, key, value, true),
+        BindingEdit::SetInitialization { info, key, value } => (info, key, value, false),
+    };
+    let entry: &mut TrainingInfoProto =
+        model
+            .training_info
+            .get_mut(info)
+            .ok_or_else(|| Error::Validation {
+                graph: format!("training_info[{info}]"),
+                reason: "does not exist".into(),
+            })?;
+    let bindings = if update {
+        &mut entry.update_binding
+    } else {
+        &mut entry.initialization_binding
+    };
+    match bindings.iter_mut().find(|b| b.key() == key) {
+        Some(binding) => binding.value = Some(value),
+        None => bindings.push(StringStringEntryProto {
+            key: Some(key),
+            value: Some(value),
+        }),
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The two user-facing operations, end to end: `rewrite` (read, analyse, plan, apply, validate,
+//! write atomically) and `inspect` (the same pipeline stopped before apply, reporting what it
+//! found and, on rewritten input, what was injected).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::formats::{self, Format, training_info as ti};
+use crate::generated::onnx::ModelProto;
+use crate::graph::names::NameGenerator;
+use crate::graph::patch;
+use crate::graph::validate::validate_model;
+use crate::inspect::{self, LookaheadReport, NodeRef, ParameterReport, Report};
+use crate::io::external_data::{check_external_data, copy_external_files};
+use crate::io::model::{ModelFile, load_model, write_model};
+use crate::lookahead::{self, NAME_PREFIX, Options, marker};
+
+/// What `rewrite` should do besides Lookahead's own options.
+#[derive(Debug, Clone, Copy)]
+pub struct RewriteOptions {
+    pub lookahead: Options,
+    /// Replace an existing output.
+    pub force: bool,
+    /// Write even when fields unknown to the schema would be dropped.
+    pub allow_lossy: bool,
+}
+
+/// What a rewrite did, for the CLI's summary line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewriteSummary {
+    pub format: Format,
+    pub output: PathBuf,
+    pub optimizer: String,
+    pub wrapped_parameters: Vec<String>,
+    pub injected_nodes: usize,
+}
+
+/// Rewrites `input` (a model file or an ORT artifacts directory) into `output`.
+pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<RewriteSummary> {
+    refuse_output_onto_input(input, output)?;
+    if formats::detect_path(input)? == Some(Format::OrtArtifacts) {
+        return crate::formats::ort_artifacts::rewrite(input, output, options);
+    }
+    crate::io::atomic::check_destination(output, options.force)?;
+    let file = load_model(input)?;
+    match formats::detect_model(&file.model) {
+        Format::TrainingInfo => rewrite_training_info(file, output, options),
+        _ => Err(Error::NoOptimizer {
+            path: input.to_path_buf(),
+            reason: if looks_like_ort_training_graph(&file.model) {
+                "this is an ONNX Runtime training graph; pass the whole artifacts directory".into()
+            } else {
+                "the model has no training_info (an inference model?)".into()
+            },
+        }),
+    }
+}
+
+/// Reports what the tool finds in `input`.
+pub fn inspect(input: &Path) -> Result<Report> {
+    if formats::detect_path(input)? == Some(Format::OrtArtifacts) {
+        return crate::formats::ort_artifacts::inspect(input);
+    }
+    let file = load_model(input)?;
+    let format = formats::detect_model(&file.model);
+    let model = &file.model;
+    let mut report = base_report(format, input, model);
+    if format == Format::TrainingInfo {
+        let analysis = ti::analyze(model, input)?;
+        report.optimizer = analysis.optimizer_name();
+        report.optimizer_nodes = analysis
+            .update_nodes
+            .iter()
+            .map(|n| NodeRef {
+                graph: n.graph.clone(),
+                name: n.name.clone(),
+                op_type: n.op_type.clone(),
+            })
+            .collect();
+        report.parameters = analysis
+            .weights
+            .iter()
+            .map(|w| ParameterReport {
+                name: w.name.clone(),
+                trainable: true,
+                lookahead: w.has_lookahead,
+                data_type: inspect::data_type_name(w.data_type),
+                shape: w.dims.clone(),
+            })
+            .collect();
+        report.injected_state = analysis
+            .state_keys
+            .iter()
+            .filter(|k| k.starts_with(NAME_PREFIX))
+            .cloned()
+            .collect();
+    }
+    Ok(report)
+}
+
+/// The parts of a report every ONNX model file has: graphs, opsets, the rewrite marker, the
+/// injected nodes.
+fn base_report(format: Format, input: &Path, model: &ModelProto) -> Report {
+    let mut graphs = Vec::new();
+    let mut injected = Vec::new();
+    if let Some(g) = &model.graph {
+        graphs.push(inspect::graph_report("graph", model, g));
+        inspect::injected_nodes("graph", g, &mut injected);
+    }
+    for (i, info) in model.training_info.iter().enumerate() {
+        if let Some(g) = &info.initialization {
+            let label = format!("initialization[{i}]");
+            graphs.push(inspect::graph_report(&label, model, g));
+            inspect::injected_nodes(&label, g, &mut injected);
+        }
+        if let Some(g) = &info.algorithm {
+            let label = format!("algorithm[{i}]");
+            graphs.push(inspect::graph_report(&label, model, g));
+            inspect::injected_nodes(&label, g, &mut injected);
+        }
+    }
+    Report {
+        format: format.id().to_string(),
+        input: input.display().to_string(),
+        optimizer: None,
+        lookahead: marker(model).map(lookahead_report),
+        parameters: Vec::new(),
+        optimizer_nodes: Vec::new(),
+        injected_nodes: injected,
+        injected_state: Vec::new(),
+        graphs,
+    }
+}
+
+pub(crate) fn lookahead_report(m: lookahead::RewriteMarker) -> LookaheadReport {
+    LookaheadReport {
+        k: m.k.parse().unwrap_or(0),
+        alpha: m.alpha.parse().unwrap_or(f64::NAN),
+        tool_version: m.version,
+    }
+}
+
+fn looks_like_ort_training_graph(model: &ModelProto) -> bool {
+    model.graph.as_ref().is_some_and(|g| {
+        g.input
+            .iter()
+            .any(|i| i.name() == crate::lookahead::ort::LAZY_RESET_GRAD)
+    })
+}
+
+/// The input is never modified: refuse an output that is the input itself.
+fn refuse_output_onto_input(input: &Path, output: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize())
+        && a == b
+    {
+        return Err(Error::OutputIsInput {
+            path: output.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses inputs this tool already rewrote, and inputs that use the tool's name prefix.
+pub(crate) fn refuse_rewritten(
+    model: &ModelProto,
+    path: &Path,
+    names: &NameGenerator,
+) -> Result<()> {
+    if let Some(m) = marker(model) {
+        return Err(Error::AlreadyRewritten {
+            path: path.to_path_buf(),
+            k: m.k,
+            alpha: m.alpha,
+            version: m.version,
+        });
+    }
+    if let Some(name) = names.first_with_prefix(NAME_PREFIX) {
+        return Err(Error::NameClash {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            where_used: format!(
+                "names starting with {NAME_PREFIX:?} are reserved for the injected Lookahead state"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn rewrite_training_info(
+    file: ModelFile,
+    output: &Path,
+    options: &RewriteOptions,
+) -> Result<RewriteSummary> {
+    let path = file.path.clone();
+    file.ensure_lossless(options.allow_lossy)?;
+    let names = NameGenerator::for_model(&file.model);
+    refuse_rewritten(&file.model, &path, &names)?;
+    let external_files = check_external_data(&path, &file.model)?;
+    validate_model(&file.model).map_err(|e| Error::Unsupported {
+        path: path.clone(),
+        reason: format!("the input breaks an ONNX rule: {e}"),
+    })?;
+    let analysis = ti::analyze(&file.model, &path)?;
+    if analysis.weights.is_empty() {
+        return Err(Error::NoOptimizer {
+            path,
+            reason:
+                "no update_binding assigns a new value to a floating-point weight of the main graph"
+                    .into(),
+        });
+    }
+    let plan = lookahead::training_info::plan(&file.model, &analysis, options.lookahead, &path)?;
+    let injected_nodes = plan.added_nodes().count();
+    let mut model = file.model;
+    patch::apply(&mut model, plan)?;
+    validate_model(&model)?;
+    let from_dir = path.parent().unwrap_or(Path::new("."));
+    let to_dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for location in &external_files {
+        let target = to_dir.join(location);
+        if !same_dir(from_dir, to_dir) {
+            crate::io::atomic::check_destination(&target, options.force)?;
+        }
+    }
+    copy_external_files(&external_files, from_dir, to_dir)?;
+    write_model(&model, output, options.force)?;
+    Ok(RewriteSummary {
+        format: Format::TrainingInfo,
+        output: output.to_path_buf(),
+        optimizer: analysis.optimizer_name().unwrap_or_default(),
+        wrapped_parameters: analysis.weights.iter().map(|w| w.name.clone()).collect(),
+        injected_nodes,
+    })
+}
+
+pub(crate) fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A readable text rendering of every graph of a model file or artifacts directory.
+pub fn dump(input: &Path) -> Result<String> {
+    let files: Vec<(String, PathBuf)> =
+        if formats::detect_path(input)? == Some(Format::OrtArtifacts) {
+            use crate::formats::ort_artifacts::{EVAL_MODEL, OPTIMIZER_MODEL, TRAINING_MODEL};
+            [TRAINING_MODEL, EVAL_MODEL, OPTIMIZER_MODEL]
+                .into_iter()
+                .map(|f| (f.to_string(), input.join(f)))
+                .filter(|(_, p)| p.is_file())
+                .collect()
+        } else {
+            vec![(String::new(), input.to_path_buf())]
+        };
+    let mut out = String::new();
+    for (label, path) in files {
+        let file = load_model(&path)?;
+        if !label.is_empty() {
+            out.push_str(&format!("# {label}\n"));
+        }
+        out.push_str(&crate::graph::dump::dump_model(&file.model));
+    }
+    Ok(out)
+}
