@@ -1,5 +1,29 @@
 //! ONNX Runtime on-device training artifacts (generate_artifacts of onnxruntime-training):
 //! training_model.onnx, eval_model.onnx, optimizer_model.onnx and checkpoint in one directory.
+//!
+//! The optimizer model holds ONE com.microsoft optimizer node (AdamWOptimizer or SGDOptimizerV2)
+//! over tensor sequences whose order is decided at run time, so it cannot tell which tensor is
+//! which parameter. The trainable parameters are the checkpoint's requires-grad parameters that
+//! the training graph takes together with a gradient accumulation buffer
+//! (`<P>_grad.accumulation.buffer`); frozen parameters are the checkpoint's other parameters.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::formats::Format;
+use crate::generated::onnx::ModelProto;
+use crate::graph::build::MS_DOMAIN;
+use crate::graph::dataflow::nodes_of_type;
+use crate::graph::names::NameGenerator;
+use crate::graph::patch;
+use crate::graph::validate::validate_model;
+use crate::inspect::{self, NodeRef, ParameterReport, Report};
+use crate::io::atomic::StagedDir;
+use crate::io::checkpoint::{Checkpoint, CheckpointTensor, read_checkpoint, write_checkpoint};
+use crate::io::model::{ModelFile, load_model, write_model};
+use crate::lookahead::ort::{NewParamValue, OrtPlan};
+use crate::lookahead::{self, NAME_PREFIX, marker};
+use crate::pipeline::{RewriteOptions, RewriteSummary, lookahead_report, refuse_rewritten};
 
 pub const TRAINING_MODEL: &str = "training_model.onnx";
 pub const EVAL_MODEL: &str = "eval_model.onnx";
@@ -9,16 +33,299 @@ pub const CHECKPOINT: &str = "checkpoint";
 /// Files an artifacts directory must have (the eval model is optional).
 pub const REQUIRED_FILES: [&str; 3] = [TRAINING_MODEL, OPTIMIZER_MODEL, CHECKPOINT];
 
-use std::path::Path;
+/// Optimizer operators the ORT training API runs, and the names users know them by.
+const OPTIMIZERS: [(&str, &str); 2] = [("AdamWOptimizer", "AdamW"), ("SGDOptimizerV2", "SGD")];
 
-use crate::error::Result;
-use crate::inspect::Report;
-use crate::pipeline::{RewriteOptions, RewriteSummary};
+/// Suffix of the training graph input holding a trainable parameter's gradient accumulator.
+pub const ACCUMULATION_BUFFER_SUFFIX: &str = "_grad.accumulation.buffer";
 
-pub fn inspect(_dir: &Path) -> Result<Report> {
-    todo!("ORT artifacts inspect: waiting for the checkpoint reader")
+/// An artifacts directory, decoded (models memory-mapped, checkpoint memory-mapped).
+pub struct OrtArtifacts {
+    pub dir: PathBuf,
+    pub training: ModelFile,
+    pub eval: Option<ModelFile>,
+    pub optimizer: ModelFile,
+    pub checkpoint: Checkpoint,
 }
 
-pub fn rewrite(_dir: &Path, _output: &Path, _options: &RewriteOptions) -> Result<RewriteSummary> {
-    todo!("ORT artifacts rewrite: waiting for the checkpoint reader")
+/// What the adapter finds in the artifacts.
+#[derive(Debug, Clone)]
+pub struct OrtAnalysis {
+    /// "AdamW" or "SGD".
+    pub optimizer: String,
+    pub optimizer_node: NodeRef,
+    /// Trainable parameters (checkpoint order) that the training graph takes with a gradient.
+    pub trainable: Vec<String>,
+    /// Parameters that already have Lookahead slow weights (on rewritten input).
+    pub wrapped: Vec<String>,
+}
+
+pub fn load(dir: &Path) -> Result<OrtArtifacts> {
+    let eval_path = dir.join(EVAL_MODEL);
+    Ok(OrtArtifacts {
+        dir: dir.to_path_buf(),
+        training: load_model(&dir.join(TRAINING_MODEL))?,
+        eval: if eval_path.is_file() { Some(load_model(&eval_path)?) } else { None },
+        optimizer: load_model(&dir.join(OPTIMIZER_MODEL))?,
+        checkpoint: read_checkpoint(&dir.join(CHECKPOINT))?,
+    })
+}
+
+impl OrtArtifacts {
+    fn models(&self) -> impl Iterator<Item = (&'static str, &ModelFile)> {
+        [(TRAINING_MODEL, Some(&self.training)), (EVAL_MODEL, self.eval.as_ref()), (OPTIMIZER_MODEL, Some(&self.optimizer))]
+            .into_iter()
+            .filter_map(|(label, file)| file.map(|f| (label, f)))
+    }
+
+    fn requires_grad(&self) -> &[CheckpointTensor] {
+        self.checkpoint
+            .module_state
+            .as_ref()
+            .map(|m| m.requires_grad_params.as_slice())
+            .unwrap_or(&[])
+    }
+
+    fn frozen(&self) -> &[CheckpointTensor] {
+        self.checkpoint.module_state.as_ref().map(|m| m.frozen_params.as_slice()).unwrap_or(&[])
+    }
+}
+
+pub fn analyze(artifacts: &OrtArtifacts) -> Result<OrtAnalysis> {
+    let optimizer_path = artifacts.dir.join(OPTIMIZER_MODEL);
+    let graph = artifacts.optimizer.model.graph.as_ref().ok_or_else(|| Error::InvalidModel {
+        path: optimizer_path.clone(),
+        reason: "the main graph is missing".into(),
+    })?;
+    // Like ORT, only the main graph's nodes count, not nodes inside subgraphs.
+    let found: Vec<(usize, &str, &str)> = OPTIMIZERS
+        .iter()
+        .flat_map(|&(op, user_name)| nodes_of_type(graph, MS_DOMAIN, op).map(move |(i, _)| (i, op, user_name)))
+        .collect();
+    let (position, op_type, optimizer) = match found.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(Error::NoOptimizer {
+                path: optimizer_path,
+                reason: "no com.microsoft AdamWOptimizer or SGDOptimizerV2 node in the main graph".into(),
+            });
+        }
+        _ => {
+            return Err(Error::Unsupported {
+                path: optimizer_path,
+                reason: format!("{} optimizer nodes; ONNX Runtime accepts exactly one", found.len()),
+            });
+        }
+    };
+    let node = &graph.node[position];
+    let optimizer_node = NodeRef {
+        graph: OPTIMIZER_MODEL.to_string(),
+        name: if node.name().is_empty() { format!("#{position}") } else { node.name().to_string() },
+        op_type: op_type.to_string(),
+    };
+    let training_inputs: std::collections::HashSet<&str> = artifacts
+        .training
+        .model
+        .graph
+        .iter()
+        .flat_map(|g| g.input.iter().map(|i| i.name()))
+        .collect();
+    let trainable: Vec<String> = artifacts
+        .requires_grad()
+        .iter()
+        .map(|t| t.name.clone())
+        .filter(|p| {
+            training_inputs.contains(p.as_str())
+                && training_inputs.contains(format!("{p}{ACCUMULATION_BUFFER_SUFFIX}").as_str())
+        })
+        .collect();
+    // On rewritten input, the injected PassThrough lists the parameters with slow weights.
+    let wrapped = artifacts
+        .training
+        .model
+        .graph
+        .iter()
+        .flat_map(|g| g.node.iter())
+        .filter(|n| n.op_type() == "PassThrough" && n.name().starts_with(NAME_PREFIX))
+        .flat_map(|n| n.input.iter().skip(1).cloned())
+        .collect();
+    Ok(OrtAnalysis {
+        optimizer: optimizer.to_string(),
+        optimizer_node,
+        trainable,
+        wrapped,
+    })
+}
+
+pub fn inspect(dir: &Path) -> Result<Report> {
+    let artifacts = load(dir)?;
+    let analysis = analyze(&artifacts)?;
+    let mut graphs = Vec::new();
+    let mut injected_nodes = Vec::new();
+    for (label, file) in artifacts.models() {
+        if let Some(g) = &file.model.graph {
+            graphs.push(inspect::graph_report(label, &file.model, g));
+            inspect::injected_nodes(label, g, &mut injected_nodes);
+        }
+    }
+    let param = |t: &CheckpointTensor, trainable: bool| ParameterReport {
+        name: t.name.clone(),
+        trainable,
+        lookahead: analysis.wrapped.contains(&t.name),
+        data_type: inspect::data_type_name(t.data_type),
+        shape: t.dims.clone(),
+    };
+    let mut parameters: Vec<ParameterReport> = artifacts
+        .requires_grad()
+        .iter()
+        .map(|t| param(t, analysis.trainable.contains(&t.name)))
+        .collect();
+    let mut injected_state = Vec::new();
+    for t in artifacts.frozen() {
+        if t.name.starts_with(NAME_PREFIX) {
+            injected_state.push(t.name.clone());
+        } else {
+            parameters.push(param(t, false));
+        }
+    }
+    Ok(Report {
+        format: Format::OrtArtifacts.id().to_string(),
+        input: dir.display().to_string(),
+        optimizer: Some(analysis.optimizer.clone()),
+        lookahead: marker(&artifacts.training.model).map(lookahead_report),
+        parameters,
+        optimizer_nodes: vec![analysis.optimizer_node],
+        injected_nodes,
+        injected_state,
+        graphs,
+    })
+}
+
+pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<RewriteSummary> {
+    let staged = StagedDir::new(output, options.force)?;
+    let artifacts = load(dir)?;
+    let mut names = NameGenerator::empty();
+    for (_, file) in artifacts.models() {
+        file.ensure_lossless(options.allow_lossy)?;
+        names.reserve_model(&file.model);
+    }
+    names.reserve(artifacts.requires_grad().iter().chain(artifacts.frozen()).map(|t| t.name.clone()));
+    for (label, file) in artifacts.models() {
+        refuse_rewritten(&file.model, &dir.join(label), &names)?;
+    }
+    let analysis = analyze(&artifacts)?;
+    if analysis.trainable.is_empty() {
+        return Err(Error::NoOptimizer {
+            path: dir.join(CHECKPOINT),
+            reason: "no requires-grad parameter of the checkpoint has a gradient accumulator in the training graph".into(),
+        });
+    }
+    for (label, file) in artifacts.models() {
+        validate_model(&file.model).map_err(|e| Error::Unsupported {
+            path: dir.join(label),
+            reason: format!("the input breaks an ONNX rule: {e}"),
+        })?;
+    }
+    let plan = lookahead::ort::plan(
+        &artifacts.training.model,
+        artifacts.eval.as_ref().map(|e| &e.model),
+        &analysis.trainable,
+        options.lookahead,
+        &mut names,
+        dir,
+    )?;
+    let injected_nodes = plan.training.added_nodes().count() + plan.eval.as_ref().map_or(0, |p| p.added_nodes().count());
+    let OrtPlan {
+        training: training_patch,
+        eval: eval_patch,
+        new_frozen_params,
+        wrapped,
+    } = plan;
+
+    let mut training = artifacts.training.model.clone();
+    patch::apply(&mut training, training_patch)?;
+    validate_model(&training)?;
+    let eval = match (&artifacts.eval, eval_patch) {
+        (Some(file), Some(p)) => {
+            let mut eval = file.model.clone();
+            patch::apply(&mut eval, p)?;
+            validate_model(&eval)?;
+            Some(eval)
+        }
+        _ => None,
+    };
+    let checkpoint = with_new_frozen_params(&artifacts, &new_frozen_params)?;
+
+    copy_untouched_entries(dir, staged.path())?;
+    write_model(&training, &staged.path().join(TRAINING_MODEL), true)?;
+    if let Some(eval) = &eval {
+        write_model(eval, &staged.path().join(EVAL_MODEL), true)?;
+    }
+    write_checkpoint(&checkpoint, &staged.path().join(CHECKPOINT))?;
+    staged.commit()?;
+    Ok(RewriteSummary {
+        format: Format::OrtArtifacts,
+        output: output.to_path_buf(),
+        optimizer: analysis.optimizer,
+        wrapped_parameters: wrapped,
+        injected_nodes,
+    })
+}
+
+/// The checkpoint with the Lookahead state added as frozen parameters.
+fn with_new_frozen_params(artifacts: &OrtArtifacts, new: &[lookahead::ort::NewParam]) -> Result<Checkpoint> {
+    let mut checkpoint = artifacts.checkpoint.clone();
+    let path = artifacts.dir.join(CHECKPOINT);
+    let module = checkpoint.module_state.as_mut().ok_or_else(|| Error::InvalidCheckpoint {
+        path: path.clone(),
+        reason: "no module state".into(),
+    })?;
+    for param in new {
+        let tensor = match &param.value {
+            NewParamValue::CopyOf(source) => {
+                let original = module
+                    .requires_grad_params
+                    .iter()
+                    .find(|t| &t.name == source)
+                    .ok_or_else(|| Error::InvalidCheckpoint {
+                        path: path.clone(),
+                        reason: format!("parameter {source} is missing"),
+                    })?;
+                original.renamed(&param.name)
+            }
+            NewParamValue::ZerosF32(dims) => CheckpointTensor::zeros_f32(&param.name, dims),
+        };
+        module.frozen_params.push(tensor);
+    }
+    Ok(checkpoint)
+}
+
+/// Copies every entry of the artifacts directory except the files the rewrite writes itself
+/// (optimizer model, other files and folders come out byte for byte).
+fn copy_untouched_entries(from: &Path, to: &Path) -> Result<()> {
+    let rewritten = [TRAINING_MODEL, EVAL_MODEL, CHECKPOINT];
+    let entries = std::fs::read_dir(from).map_err(|e| Error::io("cannot list", from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("cannot list", from, e))?;
+        let name = entry.file_name();
+        if rewritten.iter().any(|r| name == *r) {
+            continue;
+        }
+        copy_recursive(&entry.path(), &to.join(&name))?;
+    }
+    Ok(())
+}
+
+fn copy_recursive(from: &Path, to: &Path) -> Result<()> {
+    let meta = std::fs::metadata(from).map_err(|e| Error::io("cannot read", from, e))?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(to).map_err(|e| Error::io("cannot create", to, e))?;
+        for entry in std::fs::read_dir(from).map_err(|e| Error::io("cannot list", from, e))? {
+            let entry = entry.map_err(|e| Error::io("cannot list", from, e))?;
+            copy_recursive(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else {
+        std::fs::copy(from, to).map_err(|e| Error::io("cannot copy", from, e))?;
+    }
+    Ok(())
 }

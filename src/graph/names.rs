@@ -14,16 +14,23 @@ impl NameGenerator {
     /// Reserves every tensor and node name of every graph of the model (main graph, subgraphs,
     /// training_info graphs, functions) and its metadata-free identifiers.
     pub fn for_model(model: &ModelProto) -> Self {
-        let mut used = BTreeSet::new();
+        let mut names = NameGenerator::empty();
+        names.reserve_model(model);
+        names
+    }
+
+    /// Reserves every name of another model (several models share a runtime namespace).
+    pub fn reserve_model(&mut self, model: &ModelProto) {
+        let used = &mut self.used;
         if let Some(graph) = &model.graph {
-            collect_all_names(graph, &mut used);
+            collect_all_names(graph, used);
         }
         for info in &model.training_info {
             for graph in [&info.initialization, &info.algorithm]
                 .into_iter()
                 .flatten()
             {
-                collect_all_names(graph, &mut used);
+                collect_all_names(graph, used);
             }
         }
         for function in &model.functions {
@@ -34,7 +41,6 @@ impl NameGenerator {
                 used.extend(node.name.iter().cloned());
             }
         }
-        NameGenerator { used }
     }
 
     pub fn empty() -> Self {

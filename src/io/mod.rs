@@ -2,6 +2,7 @@
 //! external data, atomic output.
 
 pub mod atomic;
+pub mod checkpoint;
 pub mod external_data;
 pub mod lossless;
 pub mod model;
