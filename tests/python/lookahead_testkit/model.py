@@ -178,6 +178,10 @@ class MlpSpec:
         rs = np.random.RandomState(seed)
         return [[self.batch(rs, size) for _ in range(forwards)] for _ in range(steps)]
 
+    def eval_batch(self, size: int = 32):
+        """A fixed held-out batch for the eval graph (its seed differs from every schedule's)."""
+        return self.batch(np.random.RandomState(99), size)
+
 
 # The two shapes every end-to-end test runs on, so no test is tied to one model.
 TANH_MLP = MlpSpec("tanh_mlp", 4, ((8, "tanh"), (8, "tanh"), (2, "none")), loss="mse")
