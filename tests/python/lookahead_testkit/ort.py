@@ -89,13 +89,14 @@ class StockLoop:
     """The unmodified ORT training-API loop over one artifact directory.
 
     checkpoint: a checkpoint to resume from instead of <directory>/checkpoint.
+    session_options: onnxruntime.SessionOptions for the training and eval sessions (benchmarks).
     """
 
-    def __init__(self, directory, lr: float, checkpoint=None):
+    def __init__(self, directory, lr: float, checkpoint=None, session_options=None):
         directory = Path(directory)
         self.state = CheckpointState.load_checkpoint(str(checkpoint or directory / "checkpoint"))
         self.module = Module(str(directory / "training_model.onnx"), self.state,
-                             str(directory / "eval_model.onnx"))
+                             str(directory / "eval_model.onnx"), session_options=session_options)
         self.optimizer = Optimizer(str(directory / "optimizer_model.onnx"), self.module)
         self.optimizer.set_learning_rate(lr)
         self.module.train()
