@@ -38,7 +38,7 @@ def stock_artifacts(tmp_path_factory):
     def get(spec: MlpSpec, opt: OptimizerConfig):
         key = (spec, opt)
         if key not in cache:
-            cache[key] = generate_artifacts(spec, opt, tmp_path_factory.mktemp(f"{spec.name}_{opt.label}"))
+            cache[key] = generate_artifacts(spec, opt, tmp_path_factory.mktemp(f"{spec.name}_{opt.kind}"))
         return cache[key]
 
     return get
@@ -52,7 +52,7 @@ def lookahead_artifacts(stock_artifacts, lookahead_cli, tmp_path_factory):
     def get(spec: MlpSpec, opt: OptimizerConfig, k: int, alpha: float):
         key = (spec, opt, k, alpha)
         if key not in cache:
-            parent = tmp_path_factory.mktemp(f"{spec.name}_{opt.label}_k{k}_a{alpha}")
+            parent = tmp_path_factory.mktemp(f"{spec.name}_{opt.kind}_k{k}_a{alpha}")
             cache[key] = lookahead_cli.rewrite(stock_artifacts(spec, opt), parent / "artifacts", k, alpha)
         return cache[key]
 

@@ -13,7 +13,7 @@ from lookahead_testkit.reference import ADAMW, SGD_CFG
 ORT_OPTIMIZER_NAMES = {"adamw": "AdamW", "sgd": "SGD"}
 
 
-@pytest.mark.parametrize("opt", [ADAMW, SGD_CFG], ids=lambda o: o.label)
+@pytest.mark.parametrize("opt", [ADAMW, SGD_CFG], ids=lambda o: o.kind)
 def test_inspect_reports_the_rewrite(opt, stock_artifacts, lookahead_artifacts, lookahead_cli):
     spec = MIXED_MLP  # has a frozen parameter
     original = lookahead_cli.inspect(stock_artifacts(spec, opt))

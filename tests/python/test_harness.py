@@ -41,7 +41,7 @@ def test_backward_matches_finite_differences(spec):
             assert g.reshape(-1)[i] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-8), (name, i)
 
 
-@pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.label)
+@pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.kind)
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_reference_matches_stock_ort(spec, opt, stock_artifacts):
     schedule, batch = spec.schedule(20), spec.eval_batch()

@@ -34,7 +34,7 @@ OPTS = list(OPTIMIZERS.values())
 STEPS = 20
 TOL = 1e-5      # ORT vs NumPy, float32 everywhere: observed differences are ~1e-7
 MARGIN = 1e-4   # the Lookahead run must differ from the plain inner optimizer by more than this
-spec_id, opt_id = (lambda s: s.name), (lambda o: o.label)
+spec_id, opt_id = (lambda s: s.name), (lambda o: o.kind)
 
 
 def _raw_weights_recorder(spec, k, into: dict):

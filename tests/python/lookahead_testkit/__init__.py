@@ -4,7 +4,9 @@
 - reference: NumPy AdamW/SGD matching ORT's artifacts, and the Lookahead reference loop
 - ort:       torch-free import of onnxruntime.training, artifact generation, the stock ORT loop
 - cli:       the onnx-lookahead binary as a black box
+- compare:   step-by-step comparisons whose failures name the first diverging step
 - run_loop:  resume training from a checkpoint in a fresh process
+- training_info: an ONNX training_info (SGD) model and one training iteration via onnx.reference
 
 `ort` imports onnxruntime.training on import; the other modules do not.
 """

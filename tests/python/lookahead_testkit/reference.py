@@ -37,10 +37,6 @@ class OptimizerConfig:
         assert self.kind in ("adamw", "sgd"), self.kind
         assert self.kind == "adamw" or self.weight_decay == 0.0, "ORT's SGD has no weight decay"
 
-    @property
-    def label(self) -> str:
-        return self.kind
-
     def make(self):
         """A fresh NumPy inner optimizer (its own zeroed state)."""
         return AdamW(self.lr, self.weight_decay) if self.kind == "adamw" else SGD(self.lr)
