@@ -1,0 +1,46 @@
+"""The onnx-lookahead binary as a black box: locate it, rewrite, inspect.
+
+The tests and the benchmark only ever reach the Rust side through this command line, exactly as a
+user would. The binary is ONNX_LOOKAHEAD_BIN if set, else <repo>/target/release/onnx-lookahead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+DEFAULT_BIN = REPO / "target" / "release" / "onnx-lookahead"
+
+
+def find_binary() -> tuple[Path, str | None]:
+    """-> (path, problem): problem is None when the path is an executable file."""
+    path = Path(os.environ.get("ONNX_LOOKAHEAD_BIN") or DEFAULT_BIN)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        return path, (f"onnx-lookahead binary not found or not executable at {path}; build it with "
+                      f"`cargo build --release` in {REPO} or point ONNX_LOOKAHEAD_BIN at it")
+    return path, None
+
+
+class Cli:
+    def __init__(self, binary):
+        self.binary = Path(binary)
+
+    def run(self, *args) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.binary), *map(str, args)], capture_output=True, text=True,
+                              timeout=600)
+
+    def rewrite(self, src, dst, k: int, alpha: float, *extra) -> Path:
+        """Rewrite src (artifacts dir or model file) to dst; raise with the tool's stderr on failure."""
+        res = self.run("rewrite", src, "--output", dst, "-k", k, "--alpha", alpha, *extra)
+        if res.returncode != 0:
+            raise AssertionError(f"onnx-lookahead rewrite {src} failed ({res.returncode}):\n"
+                                 f"{res.stderr}{res.stdout}")
+        return Path(dst)
+
+    def inspect(self, path) -> dict:
+        res = self.run("inspect", path, "--format", "json")
+        if res.returncode != 0:
+            raise AssertionError(f"onnx-lookahead inspect {path} failed ({res.returncode}):\n{res.stderr}")
+        return json.loads(res.stdout)
