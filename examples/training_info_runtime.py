@@ -608,6 +608,41 @@ class _Lowering:
         return self.emit.nodes
 
 
+def _lower_graph(graph: GraphProto, types: Mapping[str, int], names: _NameMaker) -> None:
+    """Lower ``graph`` in place, nested subgraphs first.
+
+    Subgraphs are rewritten before their parent's node list is rebuilt because rebuilding copies
+    the nodes: a subgraph edited afterwards would be a detached copy.
+    """
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _lower_graph(attribute.g, types, names)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    _lower_graph(sub, types, names)
+    if not any(node.domain == TRAINING_DOMAIN for node in graph.node):
+        return
+    replacement: List[NodeProto] = []
+    for node in graph.node:
+        if node.domain != TRAINING_DOMAIN:
+            replacement.append(node)
+            continue
+        lowering = _Lowering(node, types, names)
+        if node.op_type == "Momentum":
+            replacement.extend(lowering.momentum())
+        elif node.op_type == "Adam":
+            replacement.extend(lowering.adam())
+        elif node.op_type == "Adagrad":
+            replacement.extend(lowering.adagrad())
+        else:
+            raise UnsupportedOperatorError(
+                f"{TRAINING_DOMAIN} operator {node.op_type!r} has no lowering in this runtime"
+            )
+    del graph.node[:]
+    graph.node.extend(replacement)
+
+
 def lower_training_ops(model: ModelProto) -> ModelProto:
     """Return a copy of ``model`` whose Momentum/Adam/Adagrad nodes are standard ONNX operators.
 
@@ -624,25 +659,7 @@ def lower_training_ops(model: ModelProto) -> ModelProto:
 
     types = _collect_elem_types(lowered)
     names = _NameMaker(lowered)
-    for graph in list(_iter_graphs(lowered.graph)):
-        replacement: List[NodeProto] = []
-        for node in graph.node:
-            if node.domain != TRAINING_DOMAIN:
-                replacement.append(node)
-                continue
-            lowering = _Lowering(node, types, names)
-            if node.op_type == "Momentum":
-                replacement.extend(lowering.momentum())
-            elif node.op_type == "Adam":
-                replacement.extend(lowering.adam())
-            elif node.op_type == "Adagrad":
-                replacement.extend(lowering.adagrad())
-            else:
-                raise UnsupportedOperatorError(
-                    f"{TRAINING_DOMAIN} operator {node.op_type!r} has no lowering in this runtime"
-                )
-        del graph.node[:]
-        graph.node.extend(replacement)
+    _lower_graph(lowered.graph, types, names)
 
     still_used = {n.domain for n in _iter_nodes(lowered.graph)}
     still_used.update(n.domain for f in lowered.functions for n in f.node)

@@ -105,10 +105,12 @@ class ModelSpec:
 def batches(spec: ModelSpec, steps: int, batch: int = 8, seed: int = 0) -> List[Dict[str, np.ndarray]]:
     """One feed dict per step: a fresh input batch and labels from a fixed smooth target.
 
-    Batches change every step so that a runtime which, say, reused the first feed would be caught.
+    Batches change every step so that a runtime which, say, reused the first feed would be caught;
+    the target function is the same for every ``seed``, so an evaluation batch measures learning.
     """
+    target_rng = np.random.default_rng(1234)  # one target function for all seeds (train and eval)
+    targets = {label: target_rng.normal(size=(spec.input_dim, width)) for label, width in spec.output_dims.items()}
     rng = np.random.default_rng(seed)
-    targets = {label: rng.normal(size=(spec.input_dim, width)) for label, width in spec.output_dims.items()}
     feeds = []
     for _ in range(steps):
         x = rng.normal(size=(batch, spec.input_dim)).astype(np.float32)
