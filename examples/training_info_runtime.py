@@ -415,14 +415,21 @@ class _Lowering:
         self._cache: Dict[tuple, str] = {}
         self.R, self.T = node.input[0], node.input[1]
 
-    def attr(self, name: str, default: Optional[object] = None, required: bool = False) -> object:
+    def attr(self, name: str, required: bool = False) -> object:
+        """The node's attribute, else the operator schema's default.
+
+        Defaults come from the schema, where they are stored as float32 like any attribute in a
+        model: an omitted ``beta`` then behaves exactly like ``beta=0.999`` written explicitly
+        (0.999 rounded to float32), which is also what onnx.reference uses.
+        """
         if name in self.attributes:
             return self.attributes[name]
         if required:
             raise TrainingModelError(
                 f"{self.node.op_type} node {self.node.name!r} lacks the required attribute {name!r}"
             )
-        return default
+        schema = onnx.defs.get_schema(self.node.op_type, 1, TRAINING_DOMAIN)
+        return _decode(helper.get_attribute_value(schema.attributes[name].default_value))
 
     def elem_type(self, name: str) -> int:
         if name not in self.types:
@@ -462,7 +469,7 @@ class _Lowering:
 
     def regularized_gradient(self, x: str, g: str, dtype: int) -> str:
         """``norm_coefficient * X + G`` (gradient of 0.5 * norm_coefficient * ||X||^2 added)."""
-        coefficient = self.const(float(self.attr("norm_coefficient", 0.0)), dtype, "norm_coefficient")
+        coefficient = self.const(float(self.attr("norm_coefficient")), dtype, "norm_coefficient")
         return self.emit.op("Add", [self.emit.op("Mul", [coefficient, x]), g])
 
     def outputs(self, group: int, n: int, i: int) -> Optional[str]:
@@ -519,10 +526,10 @@ class _Lowering:
 
     def adam(self) -> List[NodeProto]:
         n = _split_groups(self.node, 4)
-        alpha = float(self.attr("alpha", 0.9))
-        beta = float(self.attr("beta", 0.999))
-        epsilon = float(self.attr("epsilon", 1e-6))
-        norm_post = float(self.attr("norm_coefficient_post", 0.0))
+        alpha = float(self.attr("alpha"))
+        beta = float(self.attr("beta"))
+        epsilon = float(self.attr("epsilon"))
+        norm_post = float(self.attr("norm_coefficient_post"))
 
         def r_adjusted_double() -> str:
             # T > 0 ? R * sqrt(1 - beta^T) / (1 - alpha^T) : R, evaluated in double.  At T == 0 the
@@ -576,8 +583,8 @@ class _Lowering:
 
     def adagrad(self) -> List[NodeProto]:
         n = _split_groups(self.node, 3)
-        decay = float(self.attr("decay_factor", 0.0))
-        epsilon = float(self.attr("epsilon", 1e-6))
+        decay = float(self.attr("decay_factor"))
+        epsilon = float(self.attr("epsilon"))
 
         def rate_double() -> str:
             # r = R / (1 + T * decay_factor), evaluated in double.
