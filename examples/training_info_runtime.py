@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os  # noqa: F401 (used in the ModelLike annotation)
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
@@ -90,7 +91,7 @@ TRAINING_DOMAIN = "ai.onnx.preview.training"
 LOWERABLE_OPS = ("Momentum", "Adam", "Adagrad")
 BACKENDS = ("ort", "reference")
 
-ModelLike = Union[str, bytes, "os.PathLike[str]", ModelProto]  # noqa: F821 (string annotation)
+ModelLike = Union[str, bytes, "os.PathLike[str]", ModelProto]
 
 
 class TrainingModelError(ValueError):
@@ -800,7 +801,10 @@ class TrainingSession:
         main_outputs = {o.name for o in self.model.graph.output}
         self._algorithms: List[_Algorithm] = []
         for index, info in enumerate(self.model.training_info):
-            own_state = [t.name for t in info.algorithm.initializer if t.name in self._initial_state]
+            # An algorithm initializer is state only if this TrainingInfoProto binds it: the format
+            # lets no other entry bind it, and another entry's state of the same name is unrelated.
+            bound_here = {b.key for b in itertools.chain(info.initialization_binding, info.update_binding)}
+            own_state = [t.name for t in info.algorithm.initializer if t.name in bound_here]
             graph = _state_as_inputs(
                 concatenate_graphs(self.model.graph, info.algorithm), main_state + own_state
             )
@@ -816,10 +820,13 @@ class TrainingSession:
                     f"training_info[{index}].initialization",
                     providers,
                 )
+            # Also checked by check_training_model; repeated because check=False skips that.
+            readable = main_outputs | {o.name for o in info.algorithm.output}
             for binding in info.update_binding:
-                if binding.value not in main_outputs and binding.value not in {o.name for o in info.algorithm.output}:
+                if binding.value not in readable:
                     raise TrainingModelError(
-                        f"training_info[{index}]: update_binding value {binding.value!r} is not an output"
+                        f"training_info[{index}]: update_binding value {binding.value!r} is not an "
+                        "output of the algorithm or of ModelProto.graph"
                     )
             self._algorithms.append(
                 _Algorithm(
