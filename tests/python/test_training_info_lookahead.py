@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import List, Mapping
+from typing import List
 
 import numpy as np
 import onnx
