@@ -182,7 +182,7 @@ def _iter_nodes(graph: GraphProto) -> Iterable[NodeProto]:
 
 def _find_gradient_ops(graph: GraphProto) -> List[str]:
     return [
-        node.name or node.output[0] if node.output else node.name
+        node.name or (node.output[0] if node.output else "<unnamed>")
         for node in _iter_nodes(graph)
         if node.domain == TRAINING_DOMAIN and node.op_type == "Gradient"
     ]

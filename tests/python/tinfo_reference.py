@@ -213,6 +213,12 @@ def lookahead_reference_run(
     Slow weights are copies of the initial weights (taken before the first step, never lazily);
     after inner steps k, 2k, ... each algorithm's weights are pulled towards and then reset to the
     slow weights; the optimizer state (moments, update count T) is kept across syncs.
+
+    With several TrainingInfoProto entries each algorithm carries its own Lookahead (its weights,
+    slow copies and counter) and syncs right after its own update, before the next algorithm of
+    the same iteration runs; that is what editing each algorithm in place produces.  Only models
+    whose later algorithms read weights of earlier ones (``two_algorithm_model(coupled=True)``)
+    can tell this apart from one sync at the end of the iteration.
     """
     if k < 1:
         raise ValueError("k must be >= 1")
