@@ -9,7 +9,17 @@ temporary directory, and rewritten copies are cached per (model, optimizer, k, a
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# The training_info reference runtime lives in examples/ (it is for users too); the helper
+# modules sit next to this file.
+_HERE = Path(__file__).resolve().parent
+for _path in (_HERE, _HERE.parent.parent / "examples"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from lookahead_testkit import cli
 from lookahead_testkit.model import MlpSpec
