@@ -1,0 +1,53 @@
+//! Snapshot tests of readable dumps of rewritten graphs: a review of tests/snapshots/*.snap
+//! shows exactly what the rewrite injects, and any change to it shows up in the diff.
+//! Update deliberately with `cargo insta review` (or INSTA_UPDATE=always cargo test).
+
+use std::path::{Path, PathBuf};
+
+use onnx_lookahead::{Options, RewriteOptions};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+fn options(k: u64, alpha: f64) -> RewriteOptions {
+    RewriteOptions {
+        lookahead: Options::new(k, alpha).unwrap(),
+        force: false,
+        allow_lossy: false,
+    }
+}
+
+#[test]
+fn training_info_sgd_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    onnx_lookahead::rewrite(&fixture("training_info_sgd.onnx"), &out, &options(3, 0.5)).unwrap();
+    insta::assert_snapshot!(onnx_lookahead::dump(&out).unwrap());
+}
+
+#[test]
+fn training_info_sgd_rewrite_alpha_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    onnx_lookahead::rewrite(&fixture("training_info_sgd.onnx"), &out, &options(1, 1.0)).unwrap();
+    insta::assert_snapshot!(onnx_lookahead::dump(&out).unwrap());
+}
+
+#[test]
+fn ort_sgd_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("artifacts");
+    onnx_lookahead::rewrite(&fixture("ort_sgd"), &out, &options(5, 0.5)).unwrap();
+    insta::assert_snapshot!(onnx_lookahead::dump(&out).unwrap());
+}
+
+#[test]
+fn ort_adamw_inspect_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("artifacts");
+    onnx_lookahead::rewrite(&fixture("ort_adamw_frozen"), &out, &options(5, 0.5)).unwrap();
+    let mut report = onnx_lookahead::inspect(&out).unwrap();
+    report.input = "<rewritten ort_adamw_frozen>".into();
+    insta::assert_snapshot!(report.to_text());
+}
