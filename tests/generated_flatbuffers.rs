@@ -182,10 +182,10 @@ fn find_flatc() -> Result<Flatc, String> {
         }
     }
     let unpack_dir = target_dir().join(format!("flatc-{FLATC_VERSION}"));
-    if let Some(flatc) = unpacked_flatc(&unpack_dir) {
-        if let Some(found) = accept(flatc, "unpacked copy", &mut tried) {
-            return Ok(found);
-        }
+    if let Some(flatc) = unpacked_flatc(&unpack_dir)
+        && let Some(found) = accept(flatc, "unpacked copy", &mut tried)
+    {
+        return Ok(found);
     }
     match fetch_debian_flatc(&unpack_dir) {
         Ok(()) => match unpacked_flatc(&unpack_dir) {
