@@ -21,7 +21,16 @@ const PROPERTIES: &str = "checkpoint_adamw_properties";
 const FROZEN: &str = "checkpoint_adamw_frozen";
 /// A nominal checkpoint: names only, empty dims and data.
 const NOMINAL: &str = "checkpoint_adamw_nominal";
-const ALL: [&str; 5] = [ADAMW, OPTIMIZER_STATE, PROPERTIES, FROZEN, NOMINAL];
+/// With optimizer state and frozen `<P>.slow` copies, tensors in checkpoint_adamw_external.data.
+const EXTERNAL: &str = "checkpoint_adamw_external";
+const ALL: [&str; 6] = [
+    ADAMW,
+    OPTIMIZER_STATE,
+    PROPERTIES,
+    FROZEN,
+    NOMINAL,
+    EXTERNAL,
+];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,8 +70,8 @@ fn real_checkpoints_round_trip_unchanged() {
         write_checkpoint(&original, &path).unwrap();
         let again = read_checkpoint(&path).unwrap();
         assert_eq!(original, again, "{name}");
-        // No data file for checkpoints without external data.
-        assert!(!external_data_path(&path).exists());
+        // A data file exactly for checkpoints with external data.
+        assert_eq!(external_data_path(&path).exists(), name == EXTERNAL);
         // Writing is deterministic.
         let second = dir.path().join(format!("{name}.second"));
         write_checkpoint(&again, &second).unwrap();
@@ -711,4 +720,119 @@ fn absent_and_empty_fields_round_trip_as_they_were() {
             "{name}"
         );
     }
+}
+
+/// The Rust half of a manual cross-check with ONNX Runtime (it needs a Python environment with
+/// onnxruntime-training, so it is not part of `cargo test`):
+/// `CHECKPOINT_SAMPLES=<dir> cargo test --test checkpoint -- --ignored write_samples` writes
+/// - `slow`: checkpoint_adamw_optimizer_state plus a frozen copy `<P>.slow` of every trainable
+///   parameter and three properties, inline;
+/// - `slow_external`: the same with module-state tensors in `slow_external.data`;
+/// - with CHECKPOINT_SOURCE=<checkpoint> also `source_kept` (that checkpoint rewritten unchanged,
+///   e.g. one with external data written by ONNX Runtime) and `source_slow` (plus `<P>.slow` copies).
+///
+/// Then load them with onnxruntime.training.api.CheckpointState.load_checkpoint and compare.
+#[test]
+#[ignore = "manual cross-check with ONNX Runtime; needs CHECKPOINT_SAMPLES"]
+fn write_samples_for_onnx_runtime() {
+    let dir = PathBuf::from(std::env::var_os("CHECKPOINT_SAMPLES").expect("CHECKPOINT_SAMPLES"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let add_slow_copies = |checkpoint: &mut Checkpoint| {
+        let trainable: Vec<String> = checkpoint
+            .module_state
+            .as_ref()
+            .unwrap()
+            .requires_grad_params
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        for name in trainable {
+            checkpoint
+                .add_frozen_copy(&name, &format!("{name}.slow"))
+                .unwrap();
+        }
+    };
+    let mut checkpoint = read(OPTIMIZER_STATE);
+    add_slow_copies(&mut checkpoint);
+    let bag = &mut checkpoint.property_bag;
+    bag.ints.push(onnx_lookahead::io::checkpoint::Property {
+        name: "la_k".into(),
+        value: 5,
+    });
+    bag.floats.push(onnx_lookahead::io::checkpoint::Property {
+        name: "la_alpha".into(),
+        value: 0.5,
+    });
+    bag.strings.push(onnx_lookahead::io::checkpoint::Property {
+        name: "la_note".into(),
+        value: "written by onnx-lookahead".into(),
+    });
+    write_checkpoint(&checkpoint, dir.join("slow")).unwrap();
+    write_checkpoint_with(
+        &checkpoint,
+        dir.join("slow_external"),
+        ExternalDataLayout::ModuleStateExternal,
+    )
+    .unwrap();
+
+    if let Some(source) = std::env::var_os("CHECKPOINT_SOURCE") {
+        let mut checkpoint = read_checkpoint(&source).unwrap();
+        write_checkpoint(&checkpoint, dir.join("source_kept")).unwrap();
+        add_slow_copies(&mut checkpoint);
+        write_checkpoint(&checkpoint, dir.join("source_slow")).unwrap();
+    }
+}
+
+#[test]
+fn onnx_runtime_external_checkpoint_round_trips_byte_for_byte_data() {
+    let name = EXTERNAL;
+    let checkpoint = read(name);
+    let module = checkpoint.module_state.as_ref().unwrap();
+    assert!(module.has_external_data);
+    assert_eq!(names(&module.frozen_params)[0], "W1.slow");
+    let offsets: Vec<u64> = module
+        .requires_grad_params
+        .iter()
+        .chain(&module.frozen_params)
+        .map(|t| match t.data {
+            TensorData::External(range) => range.offset,
+            _ => panic!("{} is external", t.name),
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        [0, 128, 384, 448, 480, 512, 520, 648, 904, 968, 1000, 1032]
+    );
+    let group = &checkpoint.optimizer_groups[0];
+    assert_eq!(group.step, 2);
+    for state in &group.optimizer_states {
+        for momentum in &state.momentums {
+            assert!(matches!(momentum.data, TensorData::Inline(_)));
+        }
+    }
+    // The slow copies still hold the weights before the step.
+    let before = read(OPTIMIZER_STATE);
+    for param in ["W1", "b3"] {
+        let slow = checkpoint.parameter(&format!("{param}.slow")).unwrap();
+        assert_eq!(
+            checkpoint.tensor_bytes(slow).unwrap(),
+            before
+                .tensor_bytes(before.parameter(param).unwrap())
+                .unwrap()
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ck");
+    write_checkpoint(&checkpoint, &path).unwrap();
+    assert_eq!(read_checkpoint(&path).unwrap(), checkpoint);
+    assert_eq!(
+        std::fs::read(external_data_path(&path)).unwrap(),
+        std::fs::read(external_data_path(&fixture(name))).unwrap(),
+        "the data file is laid out as ONNX Runtime did"
+    );
+    assert_eq!(
+        presence(&std::fs::read(fixture(name)).unwrap()),
+        presence(&std::fs::read(&path).unwrap())
+    );
 }

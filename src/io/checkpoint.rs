@@ -4,31 +4,36 @@
 //! The file is a FlatBuffer with identifier "ODTC" (schema: proto/ort_training_checkpoint.fbs).
 //! Reading memory-maps the file; inline tensor bytes stay slices of that mapping (`bytes::Bytes`).
 //!
-//! External data, as ONNX Runtime 1.19.2 writes and reads it. Sources: the training checkpoint code
-//! orttraining/orttraining/training_api/checkpoint.cc and the tensor (de)serialization in
-//! onnxruntime/core/graph/graph_flatbuffers_utils.{h,cc} (review of PR microsoft/onnxruntime#20077,
-//! "Support >2GB of Tensor data in training checkpoint"); every point below was also checked by
-//! experiment against the onnxruntime-training-cpu 1.19.2 wheel.
+//! External data, as ONNX Runtime 1.19.2 writes and reads it. Established by experiment with the
+//! onnxruntime-training-cpu 1.19.2 wheel (checkpoints of 1.8-1.9 GB written through
+//! onnxblock.save_checkpoint and CheckpointState.save_checkpoint, then inspected). Sources that
+//! agree: the review of microsoft/onnxruntime PR #20077 "Support >2GB of Tensor data in training
+//! checkpoint" (adds ModuleState.has_external_data and an external-data size threshold to
+//! orttraining/orttraining/training_api/checkpoint.cc), onnxruntime/core/graph/
+//! graph_flatbuffers_utils.h (an external writer returns each tensor's offset; the minimum size
+//! for external data of initializers is 64 bytes), and the messages in the 1.19.2 binary
+//! ("Failed to create checkpoint's external data file: `<checkpoint>.data`").
 //! - One data file per checkpoint, named by appending ".data" to the checkpoint path
-//!   (`ckpt` -> `ckpt.data`). `ModuleState.has_external_data` says that it exists; the data file
-//!   name is not stored.
+//!   (`ckpt` -> `ckpt.data`); its name is not stored. `ModuleState.has_external_data` says it is
+//!   there.
 //! - `Tensor.external_data_offset` is the byte offset of the tensor's bytes in that file; -1 (the
 //!   default) means the bytes are inline (`raw_data`, or `string_data` for STRING tensors). The
 //!   length is not stored: it follows from dims and data type.
-//! - The writer appends tensors in checkpoint order starting at offset 0, padding with zero bytes so
-//!   that each tensor starts at a multiple of 8 for INT64 and DOUBLE and of 4 for every other type
-//!   (UINT64 included); there is no trailing padding.
-//! - When: checkpoints written from ONNX initializers (generate_artifacts, onnxblock.save_checkpoint)
-//!   switch to external data when the initializers' serialized size, rounded up to whole MiB,
-//!   reaches 1800 MiB; they then keep tensors under 64 bytes and STRING tensors inline.
-//!   CheckpointState.save_checkpoint of a checkpoint that uses external data writes EVERY module
-//!   state tensor to the data file, whatever its size, but keeps optimizer momentums inline.
-//! - Only module-state parameters were seen in the data file; optimizer states and properties are
-//!   always inline in the files ONNX Runtime writes.
+//! - Tensors are appended in checkpoint order from offset 0, each padded with zero bytes to start
+//!   at a multiple of 8 for INT64 and DOUBLE and of 4 for every other type (UINT64 included); no
+//!   trailing padding.
+//! - When: checkpoints written from ONNX initializers (generate_artifacts, onnxblock
+//!   save_checkpoint) use a data file once the initializers' serialized size, rounded up to whole
+//!   MiB, reaches 1800 MiB; tensors under 64 bytes and STRING tensors then stay inline.
+//!   CheckpointState.save_checkpoint uses a data file when the loaded checkpoint had one (not by
+//!   size: an 1850 MiB inline checkpoint was saved inline again), and then puts EVERY parameter in
+//!   it, whatever its size, and keeps the optimizer momentums inline.
+//! - Only parameters were seen in data files; optimizer states and properties were always inline.
+//!   Tensors sharing one region of the data file (written here for shared bytes) load correctly.
 //!
-//! This module keeps each tensor where it was (inline or external) and relays the data file out
-//! with the same order and alignment rules, so a checkpoint written by ONNX Runtime round-trips to
-//! the same data file bytes.
+//! This module keeps each tensor where it is (inline or external) unless told otherwise
+//! ([`ExternalDataLayout`]) and lays the data file out by the same order and alignment rules: a
+//! checkpoint written by ONNX Runtime round-trips to the same data file bytes.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -183,10 +188,16 @@ impl PartialEq for Checkpoint {
 }
 
 /// A memory-mapped external data file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct ExternalDataFile {
     path: PathBuf,
     bytes: Bytes,
+}
+
+impl std::fmt::Debug for ExternalDataFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} bytes)", self.path.display(), self.bytes.len())
+    }
 }
 
 /// The model's parameters.
@@ -335,7 +346,7 @@ const DIMS_BIT: u8 = 0;
 const STRING_DATA_BIT: u8 = 1;
 
 /// Where a tensor's bytes are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum TensorData {
     /// No bytes: a nominal checkpoint, or a STRING tensor (its elements are in `string_data`).
     Absent,
@@ -343,6 +354,17 @@ pub enum TensorData {
     Inline(Bytes),
     /// Bytes in the checkpoint's external data file.
     External(ExternalRange),
+}
+
+// Tensors can be gigabytes: debug output shows their size, not their bytes.
+impl std::fmt::Debug for TensorData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TensorData::Absent => write!(f, "Absent"),
+            TensorData::Inline(bytes) => write!(f, "Inline({} bytes)", bytes.len()),
+            TensorData::External(range) => write!(f, "External({range:?})"),
+        }
+    }
 }
 
 /// A byte range of the external data file.
