@@ -72,6 +72,10 @@ pub enum Error {
     #[error("{}: serialized model is {size} bytes, over protobuf's 2 GiB limit; store large tensors as external data", path.display())]
     TooLarge { path: PathBuf, size: u64 },
 
+    /// A checkpoint would exceed what a FlatBuffer can address.
+    #[error("{}: checkpoint would be about {size} bytes, over the FlatBuffers limit of 2 GiB; keep large tensors in the external data file", path.display())]
+    CheckpointTooLarge { path: PathBuf, size: u64 },
+
     /// An external-data reference is malformed, escapes the model directory, or is out of range.
     #[error("{}: external data of tensor {tensor}: {reason}", path.display())]
     ExternalData {
