@@ -15,8 +15,10 @@ pub struct Report {
     pub input: String,
     /// The inner optimizer ("AdamW", "SGD", "Momentum", "Adam", "Adagrad", ...), if recognised.
     pub optimizer: Option<String>,
-    /// Set when the input was rewritten by this tool.
+    /// Set when the input was rewritten by this tool: exactly {"k", "alpha"}.
     pub lookahead: Option<LookaheadReport>,
+    /// The tool version that rewrote the input (null when not rewritten).
+    pub rewritten_by: Option<String>,
     pub parameters: Vec<ParameterReport>,
     pub optimizer_nodes: Vec<NodeRef>,
     pub injected_nodes: Vec<NodeRef>,
@@ -29,7 +31,6 @@ pub struct Report {
 pub struct LookaheadReport {
     pub k: u64,
     pub alpha: f64,
-    pub tool_version: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -143,10 +144,11 @@ impl Report {
         );
         match &self.lookahead {
             Some(l) => {
+                let by = self.rewritten_by.as_deref().unwrap_or("?");
                 let _ = writeln!(
                     s,
-                    "lookahead: k={} alpha={} (rewritten by onnx-lookahead {})",
-                    l.k, l.alpha, l.tool_version
+                    "lookahead: k={} alpha={} (rewritten by onnx-lookahead {by})",
+                    l.k, l.alpha
                 );
             }
             None => {

@@ -124,7 +124,11 @@ fn main() -> ExitCode {
             // clap's message starts with "error: "; keep its first paragraph on one line, drop
             // the usage and tips that follow.
             let rendered = err.to_string();
-            let paragraph: Vec<&str> = rendered.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let paragraph: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
             eprintln!("{}", paragraph.join(" "));
             return ExitCode::from(EXIT_USAGE);
         }

@@ -119,11 +119,13 @@ fn base_report(format: Format, input: &Path, model: &ModelProto) -> Report {
             inspect::injected_nodes(&label, g, &mut injected);
         }
     }
+    let (lookahead, rewritten_by) = lookahead_report(marker(model));
     Report {
         format: format.id().to_string(),
         input: input.display().to_string(),
         optimizer: None,
-        lookahead: marker(model).map(lookahead_report),
+        lookahead,
+        rewritten_by,
         parameters: Vec::new(),
         optimizer_nodes: Vec::new(),
         injected_nodes: injected,
@@ -132,11 +134,19 @@ fn base_report(format: Format, input: &Path, model: &ModelProto) -> Report {
     }
 }
 
-pub(crate) fn lookahead_report(m: lookahead::RewriteMarker) -> LookaheadReport {
-    LookaheadReport {
-        k: m.k.parse().unwrap_or(0),
-        alpha: m.alpha.parse().unwrap_or(f64::NAN),
-        tool_version: m.version,
+/// The report's view of a rewrite marker: (k and alpha, the tool version).
+pub(crate) fn lookahead_report(
+    m: Option<lookahead::RewriteMarker>,
+) -> (Option<LookaheadReport>, Option<String>) {
+    match m {
+        None => (None, None),
+        Some(m) => (
+            Some(LookaheadReport {
+                k: m.k.parse().unwrap_or(0),
+                alpha: m.alpha.parse().unwrap_or(f64::NAN),
+            }),
+            Some(m.version),
+        ),
     }
 }
 

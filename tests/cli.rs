@@ -8,7 +8,9 @@ use assert_cmd::Command;
 use prost::Message;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 fn tool() -> Command {
@@ -19,10 +21,21 @@ fn tool() -> Command {
 fn expect_error(args: &[&str], code: i32) -> String {
     let output = tool().args(args).output().expect("runs");
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert_eq!(output.status.code(), Some(code), "args {args:?}, stderr: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "args {args:?}, stderr: {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line on stderr, got: {stderr:?}");
-    assert!(lines[0].starts_with("error: "), "starts with `error: `: {stderr:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one line on stderr, got: {stderr:?}"
+    );
+    assert!(
+        lines[0].starts_with("error: "),
+        "starts with `error: `: {stderr:?}"
+    );
     assert!(!stderr.contains("panicked"), "no panic: {stderr}");
     stderr
 }
@@ -30,7 +43,10 @@ fn expect_error(args: &[&str], code: i32) -> String {
 fn digest(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
     if path.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for e in entries {
             files.extend(digest(&e));
@@ -73,7 +89,9 @@ fn missing_empty_random_and_truncated_inputs_fail_cleanly() {
     assert!(err.contains("empty"), "{err}");
 
     let random = dir.path().join("random.onnx");
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&random, &bytes).unwrap();
     expect_error(&["rewrite", random.to_str().unwrap(), "-o", out_s], 1);
     expect_error(&["inspect", random.to_str().unwrap()], 1);
@@ -92,7 +110,15 @@ fn missing_empty_random_and_truncated_inputs_fail_cleanly() {
 fn directory_without_artifacts_fails() {
     let dir = tmp();
     let out = dir.path().join("out");
-    let err = expect_error(&["rewrite", dir.path().to_str().unwrap(), "-o", out.to_str().unwrap()], 1);
+    let err = expect_error(
+        &[
+            "rewrite",
+            dir.path().to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("training_model.onnx"), "{err}");
     assert!(!out.exists());
 }
@@ -102,7 +128,12 @@ fn model_without_optimizer_is_refused() {
     let dir = tmp();
     let out = dir.path().join("out.onnx");
     let err = expect_error(
-        &["rewrite", fixture("mlp_inference.onnx").to_str().unwrap(), "-o", out.to_str().unwrap()],
+        &[
+            "rewrite",
+            fixture("mlp_inference.onnx").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
         1,
     );
     assert!(err.contains("no optimizer"), "{err}");
@@ -138,13 +169,33 @@ fn rewrite_then_rewrite_again_is_refused() {
     let before = digest(&input);
     let once = dir.path().join("once.onnx");
     tool()
-        .args(["rewrite", input.to_str().unwrap(), "-o", once.to_str().unwrap(), "-k", "3", "-a", "0.8"])
+        .args([
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            once.to_str().unwrap(),
+            "-k",
+            "3",
+            "-a",
+            "0.8",
+        ])
         .assert()
         .success();
     assert_eq!(digest(&input), before, "input unchanged");
     let twice = dir.path().join("twice.onnx");
-    let err = expect_error(&["rewrite", once.to_str().unwrap(), "-o", twice.to_str().unwrap()], 1);
-    assert!(err.contains("already rewritten") && err.contains("k=3") && err.contains("alpha=0.8"), "{err}");
+    let err = expect_error(
+        &[
+            "rewrite",
+            once.to_str().unwrap(),
+            "-o",
+            twice.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        err.contains("already rewritten") && err.contains("k=3") && err.contains("alpha=0.8"),
+        "{err}"
+    );
     assert!(!twice.exists());
 }
 
@@ -154,11 +205,25 @@ fn existing_output_needs_force() {
     let input = fixture("training_info_sgd.onnx");
     let out = dir.path().join("out.onnx");
     std::fs::write(&out, b"keep me").unwrap();
-    let err = expect_error(&["rewrite", input.to_str().unwrap(), "-o", out.to_str().unwrap()], 1);
+    let err = expect_error(
+        &[
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
     tool()
-        .args(["rewrite", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--force"])
+        .args([
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ])
         .assert()
         .success();
     assert_ne!(std::fs::read(&out).unwrap(), b"keep me");
@@ -171,7 +236,16 @@ fn output_onto_input_is_refused() {
     let input = dir.path().join("model.onnx");
     std::fs::copy(fixture("training_info_sgd.onnx"), &input).unwrap();
     let before = digest(&input);
-    expect_error(&["rewrite", input.to_str().unwrap(), "-o", input.to_str().unwrap(), "--force"], 1);
+    expect_error(
+        &[
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            input.to_str().unwrap(),
+            "--force",
+        ],
+        1,
+    );
     assert_eq!(digest(&input), before);
 }
 
@@ -180,10 +254,23 @@ fn unwritable_output_fails_without_leftovers() {
     let dir = tmp();
     let input = fixture("training_info_sgd.onnx");
     let missing_dir = dir.path().join("no/such/dir/out.onnx");
-    expect_error(&["rewrite", input.to_str().unwrap(), "-o", missing_dir.to_str().unwrap()], 1);
+    expect_error(
+        &[
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            missing_dir.to_str().unwrap(),
+        ],
+        1,
+    );
     let artifacts_out = dir.path().join("no/such/dir/artifacts");
     expect_error(
-        &["rewrite", fixture("ort_adamw").to_str().unwrap(), "-o", artifacts_out.to_str().unwrap()],
+        &[
+            "rewrite",
+            fixture("ort_adamw").to_str().unwrap(),
+            "-o",
+            artifacts_out.to_str().unwrap(),
+        ],
         1,
     );
     assert_dir_entries(dir.path(), &[]);
@@ -209,7 +296,15 @@ fn reserved_name_prefix_is_a_name_clash() {
     let input = dir.path().join("clash.onnx");
     std::fs::write(&input, model.encode_to_vec()).unwrap();
     let out = dir.path().join("out.onnx");
-    let err = expect_error(&["rewrite", input.to_str().unwrap(), "-o", out.to_str().unwrap()], 1);
+    let err = expect_error(
+        &[
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("name clash"), "{err}");
     assert!(!out.exists());
 }
@@ -222,11 +317,28 @@ fn unknown_fields_are_refused_unless_allowed() {
     let input = dir.path().join("future.onnx");
     std::fs::write(&input, &bytes).unwrap();
     let out = dir.path().join("out.onnx");
-    let err = expect_error(&["rewrite", input.to_str().unwrap(), "-o", out.to_str().unwrap()], 3);
-    assert!(err.contains("field 999") && err.contains("--allow-lossy"), "{err}");
+    let err = expect_error(
+        &[
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        3,
+    );
+    assert!(
+        err.contains("field 999") && err.contains("--allow-lossy"),
+        "{err}"
+    );
     assert!(!out.exists());
     tool()
-        .args(["rewrite", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--allow-lossy"])
+        .args([
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--allow-lossy",
+        ])
         .assert()
         .success();
     assert!(out.exists());
@@ -235,7 +347,12 @@ fn unknown_fields_are_refused_unless_allowed() {
 #[test]
 fn inspect_json_of_training_info_fixture() {
     let output = tool()
-        .args(["inspect", fixture("training_info_sgd.onnx").to_str().unwrap(), "--format", "json"])
+        .args([
+            "inspect",
+            fixture("training_info_sgd.onnx").to_str().unwrap(),
+            "--format",
+            "json",
+        ])
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -245,23 +362,50 @@ fn inspect_json_of_training_info_fixture() {
     assert!(report["lookahead"].is_null());
     assert!(!report["optimizer_nodes"].as_array().unwrap().is_empty());
     assert!(!report["parameters"].as_array().unwrap().is_empty());
-    assert!(report["parameters"].as_array().unwrap().iter().all(|p| p["lookahead"] == false));
+    assert!(
+        report["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["lookahead"] == false)
+    );
 }
 
 #[test]
 fn inspect_shows_optimizer_of_ort_fixtures() {
-    for (dir, optimizer, op) in [("ort_adamw", "AdamW", "AdamWOptimizer"), ("ort_sgd", "SGD", "SGDOptimizerV2")] {
+    for (dir, optimizer, op) in [
+        ("ort_adamw", "AdamW", "AdamWOptimizer"),
+        ("ort_sgd", "SGD", "SGDOptimizerV2"),
+    ] {
         let output = tool()
-            .args(["inspect", fixture(dir).to_str().unwrap(), "--format", "json"])
+            .args([
+                "inspect",
+                fixture(dir).to_str().unwrap(),
+                "--format",
+                "json",
+            ])
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(report["format"], "ort-artifacts");
         assert_eq!(report["optimizer"], optimizer);
         assert_eq!(report["optimizer_nodes"][0]["op_type"], op);
-        assert!(report["parameters"].as_array().unwrap().iter().any(|p| p["trainable"] == true));
-        let text = tool().args(["inspect", fixture(dir).to_str().unwrap()]).output().unwrap();
+        assert!(
+            report["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["trainable"] == true)
+        );
+        let text = tool()
+            .args(["inspect", fixture(dir).to_str().unwrap()])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&text.stdout);
         assert!(text.contains(op) && text.contains("parameters"), "{text}");
     }
@@ -274,22 +418,45 @@ fn ort_rewrite_and_inspect_report_lookahead() {
     let input = fixture("ort_adamw");
     let before = digest(&input);
     tool()
-        .args(["rewrite", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "-k", "4", "--alpha", "0.25"])
+        .args([
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-k",
+            "4",
+            "--alpha",
+            "0.25",
+        ])
         .assert()
         .success();
     assert_eq!(digest(&input), before, "input unchanged");
-    let output = tool().args(["inspect", out.to_str().unwrap(), "--format", "json"]).output().unwrap();
+    let output = tool()
+        .args(["inspect", out.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["lookahead"]["k"], 4);
     assert_eq!(report["lookahead"]["alpha"], 0.25);
     let params = report["parameters"].as_array().unwrap();
-    assert!(params.iter().all(|p| p["lookahead"] == p["trainable"]), "{params:?}");
+    assert!(
+        params.iter().all(|p| p["lookahead"] == p["trainable"]),
+        "{params:?}"
+    );
     assert!(!report["injected_nodes"].as_array().unwrap().is_empty());
     // The optimizer model is not touched by the rewrite.
     assert_eq!(
         std::fs::read(out.join("optimizer_model.onnx")).unwrap(),
         std::fs::read(input.join("optimizer_model.onnx")).unwrap()
     );
-    let err = expect_error(&["rewrite", out.to_str().unwrap(), "-o", dir.path().join("again").to_str().unwrap()], 1);
+    let err = expect_error(
+        &[
+            "rewrite",
+            out.to_str().unwrap(),
+            "-o",
+            dir.path().join("again").to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("already rewritten"), "{err}");
 }

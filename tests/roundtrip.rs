@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use onnx_lookahead::generated::onnx::{
-    DeviceConfigurationProto, ModelProto, NodeDeviceConfigurationProto, StringStringEntryProto, TensorProto,
-    tensor_proto::DataType,
+    DeviceConfigurationProto, ModelProto, NodeDeviceConfigurationProto, StringStringEntryProto,
+    TensorProto, tensor_proto::DataType,
 };
 use onnx_lookahead::io::model::{encode_model, load_model};
 use prost::Message;
@@ -36,13 +36,17 @@ fn every_fixture_model_round_trips_byte_identical() {
         let file = load_model(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(file.unknown_fields.is_empty(), "{}", path.display());
         let encoded = encode_model(&file.model);
-        assert!(encoded == file.source.as_ref(), "{} changed on round trip", path.display());
+        assert!(
+            encoded == file.source.as_ref(),
+            "{} changed on round trip",
+            path.display()
+        );
     }
 }
 
 #[test]
 fn decode_is_zero_copy() {
-    let path = fixtures().join("ort_adamw/training_model.onnx");
+    let path = fixtures().join("mlp_inference.onnx");
     let file = load_model(&path).unwrap();
     let source = file.source.as_ptr_range();
     let graph = file.model.graph.as_ref().unwrap();
@@ -69,11 +73,13 @@ fn with_ir14_fields(mut model: ModelProto) -> ModelProto {
         device: vec!["cuda:0".into(), "cuda:1".into()],
     });
     let graph = model.graph.as_mut().unwrap();
-    graph.node[0].device_configurations.push(NodeDeviceConfigurationProto {
-        configuration_id: Some("two_gpus".into()),
-        sharding_spec: vec![],
-        pipeline_stage: Some(1),
-    });
+    graph.node[0]
+        .device_configurations
+        .push(NodeDeviceConfigurationProto {
+            configuration_id: Some("two_gpus".into()),
+            sharding_spec: vec![],
+            pipeline_stage: Some(1),
+        });
     graph.node[0].metadata_props.push(StringStringEntryProto {
         key: Some("origin".into()),
         value: Some("ir14 test".into()),
@@ -95,7 +101,12 @@ fn with_ir14_fields(mut model: ModelProto) -> ModelProto {
 #[test]
 fn ir14_fields_survive_round_trip_and_rewrite() {
     let dir = tempfile::tempdir().unwrap();
-    let base = ModelProto::decode(std::fs::read(fixtures().join("training_info_sgd.onnx")).unwrap().as_slice()).unwrap();
+    let base = ModelProto::decode(
+        std::fs::read(fixtures().join("training_info_sgd.onnx"))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
     let model = with_ir14_fields(base);
     let input = dir.path().join("ir14.onnx");
     std::fs::write(&input, model.encode_to_vec()).unwrap();
@@ -107,17 +118,33 @@ fn ir14_fields_survive_round_trip_and_rewrite() {
     let out = dir.path().join("ir14_la.onnx");
     Command::cargo_bin("onnx-lookahead")
         .unwrap()
-        .args(["rewrite", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args([
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
         .assert()
         .success();
     let rewritten = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
     assert_eq!(rewritten.configuration, model.configuration);
-    let (g0, g1) = (model.graph.as_ref().unwrap(), rewritten.graph.as_ref().unwrap());
+    let (g0, g1) = (
+        model.graph.as_ref().unwrap(),
+        rewritten.graph.as_ref().unwrap(),
+    );
     assert_eq!(g1.metadata_props, g0.metadata_props);
-    let node = g1.node.iter().find(|n| !n.device_configurations.is_empty()).expect("node kept");
+    let node = g1
+        .node
+        .iter()
+        .find(|n| !n.device_configurations.is_empty())
+        .expect("node kept");
     assert_eq!(node.device_configurations, g0.node[0].device_configurations);
     assert_eq!(node.metadata_props, g0.node[0].metadata_props);
-    assert!(g1.initializer.iter().any(|t| t.name() == "unused_int2" && t.data_type == Some(DataType::Int2 as i32)));
+    assert!(
+        g1.initializer
+            .iter()
+            .any(|t| t.name() == "unused_int2" && t.data_type == Some(DataType::Int2 as i32))
+    );
     // The main graph is not touched by a training_info rewrite: identical.
     assert_eq!(g1, g0);
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use onnx_lookahead::{Options, RewriteOptions};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 fn options(k: u64, alpha: f64) -> RewriteOptions {

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::formats::Format;
-use crate::generated::onnx::ModelProto;
 use crate::graph::build::MS_DOMAIN;
 use crate::graph::dataflow::nodes_of_type;
 use crate::graph::names::NameGenerator;
@@ -19,7 +18,9 @@ use crate::graph::patch;
 use crate::graph::validate::validate_model;
 use crate::inspect::{self, NodeRef, ParameterReport, Report};
 use crate::io::atomic::StagedDir;
-use crate::io::checkpoint::{Checkpoint, CheckpointTensor, read_checkpoint, write_checkpoint};
+use crate::io::checkpoint::{
+    Checkpoint, CheckpointTensor, TensorData, data_type, read_checkpoint, write_checkpoint,
+};
 use crate::io::model::{ModelFile, load_model, write_model};
 use crate::lookahead::ort::{NewParamValue, OrtPlan};
 use crate::lookahead::{self, NAME_PREFIX, marker};
@@ -65,7 +66,11 @@ pub fn load(dir: &Path) -> Result<OrtArtifacts> {
     Ok(OrtArtifacts {
         dir: dir.to_path_buf(),
         training: load_model(&dir.join(TRAINING_MODEL))?,
-        eval: if eval_path.is_file() { Some(load_model(&eval_path)?) } else { None },
+        eval: if eval_path.is_file() {
+            Some(load_model(&eval_path)?)
+        } else {
+            None
+        },
         optimizer: load_model(&dir.join(OPTIMIZER_MODEL))?,
         checkpoint: read_checkpoint(&dir.join(CHECKPOINT))?,
     })
@@ -73,9 +78,13 @@ pub fn load(dir: &Path) -> Result<OrtArtifacts> {
 
 impl OrtArtifacts {
     fn models(&self) -> impl Iterator<Item = (&'static str, &ModelFile)> {
-        [(TRAINING_MODEL, Some(&self.training)), (EVAL_MODEL, self.eval.as_ref()), (OPTIMIZER_MODEL, Some(&self.optimizer))]
-            .into_iter()
-            .filter_map(|(label, file)| file.map(|f| (label, f)))
+        [
+            (TRAINING_MODEL, Some(&self.training)),
+            (EVAL_MODEL, self.eval.as_ref()),
+            (OPTIMIZER_MODEL, Some(&self.optimizer)),
+        ]
+        .into_iter()
+        .filter_map(|(label, file)| file.map(|f| (label, f)))
     }
 
     fn requires_grad(&self) -> &[CheckpointTensor] {
@@ -87,40 +96,59 @@ impl OrtArtifacts {
     }
 
     fn frozen(&self) -> &[CheckpointTensor] {
-        self.checkpoint.module_state.as_ref().map(|m| m.frozen_params.as_slice()).unwrap_or(&[])
+        self.checkpoint
+            .module_state
+            .as_ref()
+            .map(|m| m.frozen_params.as_slice())
+            .unwrap_or(&[])
     }
 }
 
 pub fn analyze(artifacts: &OrtArtifacts) -> Result<OrtAnalysis> {
     let optimizer_path = artifacts.dir.join(OPTIMIZER_MODEL);
-    let graph = artifacts.optimizer.model.graph.as_ref().ok_or_else(|| Error::InvalidModel {
-        path: optimizer_path.clone(),
-        reason: "the main graph is missing".into(),
-    })?;
+    let graph = artifacts
+        .optimizer
+        .model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::InvalidModel {
+            path: optimizer_path.clone(),
+            reason: "the main graph is missing".into(),
+        })?;
     // Like ORT, only the main graph's nodes count, not nodes inside subgraphs.
     let found: Vec<(usize, &str, &str)> = OPTIMIZERS
         .iter()
-        .flat_map(|&(op, user_name)| nodes_of_type(graph, MS_DOMAIN, op).map(move |(i, _)| (i, op, user_name)))
+        .flat_map(|&(op, user_name)| {
+            nodes_of_type(graph, MS_DOMAIN, op).map(move |(i, _)| (i, op, user_name))
+        })
         .collect();
     let (position, op_type, optimizer) = match found.as_slice() {
         [one] => *one,
         [] => {
             return Err(Error::NoOptimizer {
                 path: optimizer_path,
-                reason: "no com.microsoft AdamWOptimizer or SGDOptimizerV2 node in the main graph".into(),
+                reason: "no com.microsoft AdamWOptimizer or SGDOptimizerV2 node in the main graph"
+                    .into(),
             });
         }
         _ => {
             return Err(Error::Unsupported {
                 path: optimizer_path,
-                reason: format!("{} optimizer nodes; ONNX Runtime accepts exactly one", found.len()),
+                reason: format!(
+                    "{} optimizer nodes; ONNX Runtime accepts exactly one",
+                    found.len()
+                ),
             });
         }
     };
     let node = &graph.node[position];
     let optimizer_node = NodeRef {
         graph: OPTIMIZER_MODEL.to_string(),
-        name: if node.name().is_empty() { format!("#{position}") } else { node.name().to_string() },
+        name: if node.name().is_empty() {
+            format!("#{position}")
+        } else {
+            node.name().to_string()
+        },
         op_type: op_type.to_string(),
     };
     let training_inputs: std::collections::HashSet<&str> = artifacts
@@ -188,11 +216,13 @@ pub fn inspect(dir: &Path) -> Result<Report> {
             parameters.push(param(t, false));
         }
     }
+    let (lookahead, rewritten_by) = lookahead_report(marker(&artifacts.training.model));
     Ok(Report {
         format: Format::OrtArtifacts.id().to_string(),
         input: dir.display().to_string(),
         optimizer: Some(analysis.optimizer.clone()),
-        lookahead: marker(&artifacts.training.model).map(lookahead_report),
+        lookahead,
+        rewritten_by,
         parameters,
         optimizer_nodes: vec![analysis.optimizer_node],
         injected_nodes,
@@ -209,7 +239,13 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
         file.ensure_lossless(options.allow_lossy)?;
         names.reserve_model(&file.model);
     }
-    names.reserve(artifacts.requires_grad().iter().chain(artifacts.frozen()).map(|t| t.name.clone()));
+    names.reserve(
+        artifacts
+            .requires_grad()
+            .iter()
+            .chain(artifacts.frozen())
+            .map(|t| t.name.clone()),
+    );
     for (label, file) in artifacts.models() {
         refuse_rewritten(&file.model, &dir.join(label), &names)?;
     }
@@ -234,7 +270,8 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
         &mut names,
         dir,
     )?;
-    let injected_nodes = plan.training.added_nodes().count() + plan.eval.as_ref().map_or(0, |p| p.added_nodes().count());
+    let injected_nodes = plan.training.added_nodes().count()
+        + plan.eval.as_ref().map_or(0, |p| p.added_nodes().count());
     let OrtPlan {
         training: training_patch,
         eval: eval_patch,
@@ -272,30 +309,41 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     })
 }
 
-/// The checkpoint with the Lookahead state added as frozen parameters.
-fn with_new_frozen_params(artifacts: &OrtArtifacts, new: &[lookahead::ort::NewParam]) -> Result<Checkpoint> {
+/// The checkpoint with the Lookahead state added as frozen parameters. Slow weights share the
+/// bytes of their parameter (inline or external), so nothing is copied before writing.
+fn with_new_frozen_params(
+    artifacts: &OrtArtifacts,
+    new: &[lookahead::ort::NewParam],
+) -> Result<Checkpoint> {
     let mut checkpoint = artifacts.checkpoint.clone();
-    let path = artifacts.dir.join(CHECKPOINT);
-    let module = checkpoint.module_state.as_mut().ok_or_else(|| Error::InvalidCheckpoint {
-        path: path.clone(),
-        reason: "no module state".into(),
-    })?;
+    if checkpoint
+        .module_state
+        .as_ref()
+        .is_some_and(|m| m.is_nominal_state)
+    {
+        return Err(Error::Unsupported {
+            path: artifacts.dir.join(CHECKPOINT),
+            reason: "a nominal checkpoint holds no parameter values to start the slow weights from"
+                .into(),
+        });
+    }
     for param in new {
-        let tensor = match &param.value {
+        match &param.value {
             NewParamValue::CopyOf(source) => {
-                let original = module
-                    .requires_grad_params
-                    .iter()
-                    .find(|t| &t.name == source)
-                    .ok_or_else(|| Error::InvalidCheckpoint {
-                        path: path.clone(),
-                        reason: format!("parameter {source} is missing"),
-                    })?;
-                original.renamed(&param.name)
+                checkpoint.add_frozen_copy(source, &param.name)?;
             }
-            NewParamValue::ZerosF32(dims) => CheckpointTensor::zeros_f32(&param.name, dims),
-        };
-        module.frozen_params.push(tensor);
+            NewParamValue::ZerosF32(dims) => {
+                let count: i64 = dims.iter().product();
+                let zeros = bytes::Bytes::from(vec![0u8; 4 * count.max(0) as usize]);
+                let tensor = CheckpointTensor::new(
+                    param.name.clone(),
+                    dims.clone(),
+                    data_type::FLOAT,
+                    TensorData::Inline(zeros),
+                );
+                checkpoint.add_frozen_parameter(tensor)?;
+            }
+        }
     }
     Ok(checkpoint)
 }
