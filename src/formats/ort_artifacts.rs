@@ -351,7 +351,17 @@ fn with_new_frozen_params(
 /// Copies every entry of the artifacts directory except the files the rewrite writes itself
 /// (optimizer model, other files and folders come out byte for byte).
 fn copy_untouched_entries(from: &Path, to: &Path) -> Result<()> {
-    let rewritten = [TRAINING_MODEL, EVAL_MODEL, CHECKPOINT];
+    // The checkpoint writer lays out the checkpoint's external data file itself.
+    let checkpoint_data = format!(
+        "{CHECKPOINT}{}",
+        crate::io::checkpoint::EXTERNAL_DATA_SUFFIX
+    );
+    let rewritten = [
+        TRAINING_MODEL,
+        EVAL_MODEL,
+        CHECKPOINT,
+        checkpoint_data.as_str(),
+    ];
     let entries = std::fs::read_dir(from).map_err(|e| Error::io("cannot list", from, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("cannot list", from, e))?;

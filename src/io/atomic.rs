@@ -14,6 +14,21 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Temporary files are private (0600) by default; outputs are ordinary files, so they are
+/// created with the usual mode and the process umask applies, as for any file a tool writes.
+fn builder_with_mode<'a>(mode: u32) -> tempfile::Builder<'a, 'a> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".onnx-lookahead-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    builder
+}
+
 /// Refuses an existing destination unless `overwrite` is set.
 pub fn check_destination(path: &Path, overwrite: bool) -> Result<()> {
     if !overwrite && std::fs::symlink_metadata(path).is_ok() {
@@ -33,8 +48,7 @@ pub fn write_file_with(
 ) -> Result<()> {
     check_destination(path, overwrite)?;
     let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".onnx-lookahead-")
+    let mut tmp = builder_with_mode(0o666)
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(|e| Error::io("cannot create a temporary file in", &dir, e))?;
@@ -62,8 +76,7 @@ impl StagedDir {
     pub fn new(destination: &Path, overwrite: bool) -> Result<Self> {
         check_destination(destination, overwrite)?;
         let dir = parent_dir(destination);
-        let staging = tempfile::Builder::new()
-            .prefix(".onnx-lookahead-")
+        let staging = builder_with_mode(0o777)
             .tempdir_in(&dir)
             .map_err(|e| Error::io("cannot create a temporary directory in", &dir, e))?;
         Ok(StagedDir {
