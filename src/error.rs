@@ -89,7 +89,7 @@ pub enum Error {
     OutputExists { path: PathBuf },
 
     /// The output path is the input (or inside it); the input is never modified.
-    #[error("{}: output would overwrite the input", path.display())]
+    #[error("{}: the output would overwrite or go inside the input", path.display())]
     OutputIsInput { path: PathBuf },
 }
 

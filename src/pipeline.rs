@@ -158,11 +158,22 @@ fn looks_like_ort_training_graph(model: &ModelProto) -> bool {
     })
 }
 
-/// The input is never modified: refuse an output that is the input itself.
+/// The input is never modified: refuse an output that is the input itself or, for an artifacts
+/// directory, lies inside it.
 fn refuse_output_onto_input(input: &Path, output: &Path) -> Result<()> {
-    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize())
-        && a == b
-    {
+    let Ok(input) = input.canonicalize() else {
+        return Ok(()); // a missing input fails later with its own message
+    };
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let resolved = match (parent.canonicalize(), output.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => return Ok(()), // an unwritable destination fails later with its own message
+    };
+    let onto = resolved == input || output.canonicalize().is_ok_and(|o| o == input);
+    if onto || (input.is_dir() && resolved.starts_with(&input)) {
         return Err(Error::OutputIsInput {
             path: output.to_path_buf(),
         });

@@ -460,3 +460,111 @@ fn ort_rewrite_and_inspect_report_lookahead() {
     );
     assert!(err.contains("already rewritten"), "{err}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn damaged_artifacts_fail_cleanly() {
+    let dir = tmp();
+    let full = std::fs::read(fixture("ort_adamw/checkpoint")).unwrap();
+    let random: Vec<u8> = (0..2048u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+        (
+            "truncated checkpoint",
+            Box::new(|d: &Path| {
+                std::fs::write(d.join("checkpoint"), &full[..full.len() / 2]).unwrap()
+            }),
+        ),
+        (
+            "random checkpoint",
+            Box::new(|d: &Path| std::fs::write(d.join("checkpoint"), &random).unwrap()),
+        ),
+        (
+            "empty checkpoint",
+            Box::new(|d: &Path| std::fs::write(d.join("checkpoint"), b"").unwrap()),
+        ),
+        (
+            "empty training model",
+            Box::new(|d: &Path| std::fs::write(d.join("training_model.onnx"), b"").unwrap()),
+        ),
+        (
+            "missing optimizer model",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("optimizer_model.onnx")).unwrap()),
+        ),
+        (
+            "inference model as optimizer",
+            Box::new(|d: &Path| {
+                std::fs::copy(
+                    fixture("mlp_inference.onnx"),
+                    d.join("optimizer_model.onnx"),
+                )
+                .unwrap();
+            }),
+        ),
+    ];
+    for (i, (what, damage)) in cases.iter().enumerate() {
+        let input = dir.path().join(format!("in{i}"));
+        copy_dir(&fixture("ort_adamw"), &input);
+        damage(&input);
+        let before = digest(&input);
+        let out = dir.path().join(format!("out{i}"));
+        let err = expect_error(
+            &[
+                "rewrite",
+                input.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            1,
+        );
+        assert!(!out.exists(), "{what}: no output");
+        assert_eq!(digest(&input), before, "{what}: input unchanged");
+        expect_error(&["inspect", input.to_str().unwrap()], 1);
+        assert!(!err.is_empty());
+    }
+    // Only the inputs are left: no staging directories.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.iter().all(|n| n.starts_with("in")), "{names:?}");
+}
+
+#[test]
+fn output_inside_input_directory_is_refused() {
+    let dir = tmp();
+    let input = dir.path().join("artifacts");
+    copy_dir(&fixture("ort_sgd"), &input);
+    let before = digest(&input);
+    let inside = input.join("lookahead");
+    let err = expect_error(
+        &[
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            inside.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("input"), "{err}");
+    expect_error(
+        &[
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            input.to_str().unwrap(),
+            "--force",
+        ],
+        1,
+    );
+    assert_eq!(digest(&input), before);
+}

@@ -21,6 +21,7 @@ use crate::io::atomic::StagedDir;
 use crate::io::checkpoint::{
     Checkpoint, CheckpointTensor, TensorData, data_type, read_checkpoint, write_checkpoint,
 };
+use crate::io::external_data::check_external_data;
 use crate::io::model::{ModelFile, load_model, write_model};
 use crate::lookahead::ort::{NewParamValue, OrtPlan};
 use crate::lookahead::{self, NAME_PREFIX, marker};
@@ -248,6 +249,8 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     );
     for (label, file) in artifacts.models() {
         refuse_rewritten(&file.model, &dir.join(label), &names)?;
+        // External data files of the models are copied along with the directory; check them first.
+        check_external_data(&dir.join(label), &file.model)?;
     }
     let analysis = analyze(&artifacts)?;
     if analysis.trainable.is_empty() {
