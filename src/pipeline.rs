@@ -37,8 +37,9 @@ pub struct RewriteSummary {
 
 /// Rewrites `input` (a model file or an ORT artifacts directory) into `output`.
 pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<RewriteSummary> {
+    let directory_format = formats::detect_path(input)?;
     refuse_output_onto_input(input, output)?;
-    if formats::detect_path(input)? == Some(Format::OrtArtifacts) {
+    if directory_format == Some(Format::OrtArtifacts) {
         return crate::formats::ort_artifacts::rewrite(input, output, options);
     }
     crate::io::atomic::check_destination(output, options.force)?;
