@@ -148,3 +148,103 @@ fn ir14_fields_survive_round_trip_and_rewrite() {
     // The main graph is not touched by a training_info rewrite: identical.
     assert_eq!(g1, g0);
 }
+
+/// What a training_info rewrite does not change comes out exactly as it came in: producer, doc
+/// strings, metadata, functions, value_info, the main graph, and the algorithm's own parts.
+#[test]
+fn training_info_rewrite_preserves_unrelated_fields() {
+    use onnx_lookahead::generated::onnx::{FunctionProto, NodeProto, ValueInfoProto};
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = ModelProto::decode(
+        std::fs::read(fixtures().join("training_info_sgd.onnx"))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    model.producer_name = Some("a producer".into());
+    model.producer_version = Some("9.9".into());
+    model.doc_string = Some("model docs".into());
+    model.metadata_props.push(StringStringEntryProto {
+        key: Some("author".into()),
+        value: Some("someone".into()),
+    });
+    model.functions.push(FunctionProto {
+        name: Some("Twice".into()),
+        domain: Some("custom".into()),
+        input: vec!["a".into()],
+        output: vec!["b".into()],
+        node: vec![NodeProto {
+            op_type: Some("Add".into()),
+            input: vec!["a".into(), "a".into()],
+            output: vec!["b".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let graph = model.graph.as_mut().unwrap();
+    graph.doc_string = Some("graph docs".into());
+    graph.node[0].doc_string = Some("node docs".into());
+    graph.value_info.push(ValueInfoProto {
+        name: Some(graph.node[0].output[0].clone()),
+        doc_string: Some("value docs".into()),
+        ..Default::default()
+    });
+    let algorithm = model.training_info[0].algorithm.as_mut().unwrap();
+    algorithm.doc_string = Some("algorithm docs".into());
+    algorithm.value_info.push(ValueInfoProto {
+        name: Some(algorithm.node[0].output[0].clone()),
+        ..Default::default()
+    });
+    let input = dir.path().join("documented.onnx");
+    std::fs::write(&input, model.encode_to_vec()).unwrap();
+    let out = dir.path().join("documented_la.onnx");
+    Command::cargo_bin("onnx-lookahead")
+        .unwrap()
+        .args([
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let rewritten = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+
+    assert_eq!(rewritten.producer_name, model.producer_name);
+    assert_eq!(rewritten.producer_version, model.producer_version);
+    assert_eq!(rewritten.doc_string, model.doc_string);
+    assert_eq!(rewritten.ir_version, model.ir_version);
+    assert_eq!(rewritten.opset_import, model.opset_import);
+    assert_eq!(rewritten.functions, model.functions);
+    assert_eq!(rewritten.graph, model.graph);
+    assert_eq!(
+        rewritten.metadata_props[..model.metadata_props.len()],
+        model.metadata_props[..]
+    );
+    let (before, after) = (
+        model.training_info[0].algorithm.as_ref().unwrap(),
+        rewritten.training_info[0].algorithm.as_ref().unwrap(),
+    );
+    assert_eq!(after.name, before.name);
+    assert_eq!(after.doc_string, before.doc_string);
+    assert_eq!(after.input, before.input);
+    assert_eq!(after.value_info, before.value_info);
+    assert_eq!(
+        after.initializer[..before.initializer.len()],
+        before.initializer[..]
+    );
+    assert_eq!(after.output[..before.output.len()], before.output[..]);
+    // The original nodes keep their relative order and content; injected ones are named apart.
+    let kept: Vec<&NodeProto> = after
+        .node
+        .iter()
+        .filter(|n| !n.name().starts_with("lookahead__"))
+        .collect();
+    assert_eq!(kept, before.node.iter().collect::<Vec<_>>());
+    // Optimizer-state and weight bindings other than the weights themselves are unchanged.
+    let bindings = |m: &ModelProto| m.training_info[0].initialization_binding.clone();
+    assert_eq!(
+        bindings(&rewritten)[..bindings(&model).len()],
+        bindings(&model)[..]
+    );
+}
