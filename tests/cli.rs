@@ -476,7 +476,8 @@ fn damaged_artifacts_fail_cleanly() {
     let random: Vec<u8> = (0..2048u32)
         .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
         .collect();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    type Damage<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, Damage)> = vec![
         (
             "truncated checkpoint",
             Box::new(|d: &Path| {

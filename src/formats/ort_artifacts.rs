@@ -73,7 +73,7 @@ pub fn load(dir: &Path) -> Result<OrtArtifacts> {
             None
         },
         optimizer: load_model(&dir.join(OPTIMIZER_MODEL))?,
-        checkpoint: read_checkpoint(&dir.join(CHECKPOINT))?,
+        checkpoint: read_checkpoint(dir.join(CHECKPOINT))?,
     })
 }
 
@@ -301,7 +301,7 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     if let Some(eval) = &eval {
         write_model(eval, &staged.path().join(EVAL_MODEL), true)?;
     }
-    write_checkpoint(&checkpoint, &staged.path().join(CHECKPOINT))?;
+    write_checkpoint(&checkpoint, staged.path().join(CHECKPOINT))?;
     staged.commit()?;
     Ok(RewriteSummary {
         format: Format::OrtArtifacts,

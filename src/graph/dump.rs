@@ -164,7 +164,7 @@ fn small_values(t: &TensorProto) -> Option<String> {
 }
 
 fn attribute_summary(a: &AttributeProto) -> String {
-    let value = match AttributeType::try_from(a.r#type()).unwrap_or(AttributeType::Undefined) {
+    let value = match a.r#type() {
         AttributeType::Float => format!("{:?}", a.f()),
         AttributeType::Int => a.i().to_string(),
         AttributeType::String => format!("{:?}", String::from_utf8_lossy(a.s())),

@@ -90,7 +90,7 @@ impl ModelPatch {
     }
 }
 
-fn graph_mut<'m>(model: &'m mut ModelProto, id: GraphId) -> Result<&'m mut GraphProto> {
+fn graph_mut(model: &mut ModelProto, id: GraphId) -> Result<&mut GraphProto> {
     let missing = |what: String| Error::Validation {
         graph: format!("{id:?}"),
         reason: what,

@@ -93,93 +93,6 @@ pub fn validate_graph(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::generated::onnx::{NodeProto, ValueInfoProto};
-
-    fn vi(name: &str) -> ValueInfoProto {
-        ValueInfoProto {
-            name: Some(name.into()),
-            ..Default::default()
-        }
-    }
-
-    fn node(inputs: &[&str], outputs: &[&str]) -> NodeProto {
-        NodeProto {
-            op_type: Some("Relu".into()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }
-    }
-
-    fn graph(nodes: Vec<NodeProto>, outputs: &[&str]) -> GraphProto {
-        GraphProto {
-            input: vec![vi("x")],
-            node: nodes,
-            output: outputs.iter().map(|o| vi(o)).collect(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn valid_graph_passes() {
-        let g = graph(vec![node(&["x"], &["a"]), node(&["a"], &["b"])], &["b"]);
-        validate_graph(&g, &BTreeSet::new(), "main").unwrap();
-    }
-
-    #[test]
-    fn unsorted_graph_fails() {
-        let g = graph(vec![node(&["a"], &["b"]), node(&["x"], &["a"])], &["b"]);
-        let err = validate_graph(&g, &BTreeSet::new(), "main")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not topologically sorted"), "{err}");
-    }
-
-    #[test]
-    fn double_assignment_fails() {
-        let g = graph(vec![node(&["x"], &["a"]), node(&["x"], &["a"])], &["a"]);
-        let err = validate_graph(&g, &BTreeSet::new(), "main")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("more than once"), "{err}");
-    }
-
-    #[test]
-    fn undefined_input_fails() {
-        let g = graph(vec![node(&["nope"], &["a"])], &["a"]);
-        let err = validate_graph(&g, &BTreeSet::new(), "main")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not defined"), "{err}");
-    }
-
-    #[test]
-    fn shadowing_in_subgraph_fails() {
-        let body = GraphProto {
-            node: vec![node(&["x"], &["a"])],
-            output: vec![vi("a")],
-            ..Default::default()
-        };
-        let mut if_node = node(&["x"], &["y"]);
-        if_node.op_type = Some("If".into());
-        if_node
-            .attribute
-            .push(crate::generated::onnx::AttributeProto {
-                name: Some("then_branch".into()),
-                g: Some(body),
-                ..Default::default()
-            });
-        let g = graph(vec![node(&["x"], &["a"]), if_node], &["y"]);
-        let err = validate_graph(&g, &BTreeSet::new(), "main")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("shadows"), "{err}");
-    }
-}
-
 /// Validates a whole model: the main graph, and for every training_info entry the concatenation
 /// of the main graph and its algorithm (the graph a training runtime executes), its
 /// initialization graph, and its bindings (training_info is never checked by onnx.checker).
@@ -275,4 +188,91 @@ pub fn concatenate(main: &GraphProto, algorithm: &GraphProto) -> GraphProto {
         .value_info
         .extend(algorithm.value_info.iter().cloned());
     combined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generated::onnx::{NodeProto, ValueInfoProto};
+
+    fn vi(name: &str) -> ValueInfoProto {
+        ValueInfoProto {
+            name: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    fn node(inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            op_type: Some("Relu".into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn graph(nodes: Vec<NodeProto>, outputs: &[&str]) -> GraphProto {
+        GraphProto {
+            input: vec![vi("x")],
+            node: nodes,
+            output: outputs.iter().map(|o| vi(o)).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_graph_passes() {
+        let g = graph(vec![node(&["x"], &["a"]), node(&["a"], &["b"])], &["b"]);
+        validate_graph(&g, &BTreeSet::new(), "main").unwrap();
+    }
+
+    #[test]
+    fn unsorted_graph_fails() {
+        let g = graph(vec![node(&["a"], &["b"]), node(&["x"], &["a"])], &["b"]);
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not topologically sorted"), "{err}");
+    }
+
+    #[test]
+    fn double_assignment_fails() {
+        let g = graph(vec![node(&["x"], &["a"]), node(&["x"], &["a"])], &["a"]);
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than once"), "{err}");
+    }
+
+    #[test]
+    fn undefined_input_fails() {
+        let g = graph(vec![node(&["nope"], &["a"])], &["a"]);
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not defined"), "{err}");
+    }
+
+    #[test]
+    fn shadowing_in_subgraph_fails() {
+        let body = GraphProto {
+            node: vec![node(&["x"], &["a"])],
+            output: vec![vi("a")],
+            ..Default::default()
+        };
+        let mut if_node = node(&["x"], &["y"]);
+        if_node.op_type = Some("If".into());
+        if_node
+            .attribute
+            .push(crate::generated::onnx::AttributeProto {
+                name: Some("then_branch".into()),
+                g: Some(body),
+                ..Default::default()
+            });
+        let g = graph(vec![node(&["x"], &["a"]), if_node], &["y"]);
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shadows"), "{err}");
+    }
 }

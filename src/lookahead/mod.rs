@@ -5,8 +5,14 @@
 pub mod ort;
 pub mod training_info;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use crate::error::{Error, Result};
-use crate::generated::onnx::ModelProto;
+use crate::generated::onnx::{ModelProto, NodeProto, tensor_proto::DataType};
+use crate::graph::build::{self, Node};
+use crate::graph::names::NameGenerator;
+use crate::graph::patch::{GraphEdit, GraphId, ModelPatch};
 
 /// Every name (tensor, node, checkpoint parameter) the rewrite creates starts with this, so
 /// `inspect` and the double-rewrite check can recognise injected parts.
@@ -80,6 +86,77 @@ pub fn marker(model: &ModelProto) -> Option<RewriteMarker> {
         alpha: get(META_ALPHA).unwrap_or_default(),
         version,
     })
+}
+
+/// A fresh name in the tool's namespace.
+pub(crate) fn fresh(names: &mut NameGenerator, what: &str) -> String {
+    names.fresh(&format!("{NAME_PREFIX}{what}"))
+}
+
+/// The scalar alpha initializers of one graph, one per element type, created on first use.
+pub(crate) struct AlphaConstants {
+    alpha: f64,
+    graph: GraphId,
+    by_type: BTreeMap<i32, String>,
+}
+
+impl AlphaConstants {
+    pub(crate) fn new(alpha: f64, graph: GraphId) -> Self {
+        AlphaConstants {
+            alpha,
+            graph,
+            by_type: BTreeMap::new(),
+        }
+    }
+
+    /// The name of alpha in `elem_type`; adds its initializer to `patch` on first use.
+    pub(crate) fn get(
+        &mut self,
+        elem_type: i32,
+        names: &mut NameGenerator,
+        patch: &mut ModelPatch,
+        path: &Path,
+        weight: &str,
+    ) -> Result<String> {
+        if let Some(name) = self.by_type.get(&elem_type) {
+            return Ok(name.clone());
+        }
+        let name = fresh(names, "alpha");
+        let tensor = DataType::try_from(elem_type)
+            .ok()
+            .and_then(|d| build::scalar_float_of_type(&name, d, self.alpha))
+            .ok_or_else(|| Error::Unsupported {
+                path: path.to_path_buf(),
+                reason: format!("weight {weight} has a data type Lookahead cannot interpolate"),
+            })?;
+        patch.edit(self.graph, GraphEdit::AddInitializer(tensor));
+        self.by_type.insert(elem_type, name.clone());
+        Ok(name)
+    }
+}
+
+/// `alpha * (fast - slow)`, the slow weight's step toward the fast one: the nodes, and the name
+/// of the result. Both passes add it to `slow` (out of place or in place).
+pub(crate) fn slow_step(
+    fast: &str,
+    slow: &str,
+    alpha: &str,
+    weight: &str,
+    names: &mut NameGenerator,
+) -> (Vec<NodeProto>, String) {
+    let diff = fresh(names, &format!("diff__{weight}"));
+    let scaled = fresh(names, &format!("scaled__{weight}"));
+    let nodes = vec![
+        Node::new("Sub")
+            .inputs([fast, slow])
+            .outputs([&diff])
+            .build(),
+        Node::new("Mul")
+            .inputs([alpha, diff.as_str()])
+            .outputs([&scaled])
+            .build(),
+    ];
+    (nodes, scaled)
 }
 
 #[cfg(test)]

@@ -29,7 +29,6 @@
 //! P_eval: evaluation right after a sync step sees the synced weights before the next forward
 //! materialises them.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -37,7 +36,7 @@ use crate::generated::onnx::{ModelProto, ValueInfoProto, tensor_proto::DataType}
 use crate::graph::build::{self, MS_DOMAIN, Node};
 use crate::graph::names::NameGenerator;
 use crate::graph::patch::{GraphEdit, GraphId, ModelPatch};
-use crate::lookahead::{NAME_PREFIX, Options};
+use crate::lookahead::{AlphaConstants, NAME_PREFIX, Options, fresh, slow_step};
 
 /// The training graph's flag telling that this forward starts a new optimizer step.
 pub const LAZY_RESET_GRAD: &str = "lazy_reset_grad";
@@ -90,39 +89,6 @@ fn elem_type(info: &ValueInfoProto) -> Option<i32> {
     match info.r#type.as_ref()?.value.as_ref()? {
         crate::generated::onnx::type_proto::Value::TensorType(t) => t.elem_type,
         _ => None,
-    }
-}
-
-/// Scalar float constants by element type, created on first use.
-struct Alphas {
-    by_type: BTreeMap<i32, String>,
-}
-
-impl Alphas {
-    fn get(
-        &mut self,
-        elem: i32,
-        alpha: f64,
-        names: &mut NameGenerator,
-        patch: &mut ModelPatch,
-        graph: GraphId,
-        path: &Path,
-        param: &str,
-    ) -> Result<String> {
-        if let Some(name) = self.by_type.get(&elem) {
-            return Ok(name.clone());
-        }
-        let name = names.fresh(&format!("{NAME_PREFIX}alpha"));
-        let tensor = DataType::try_from(elem)
-            .ok()
-            .and_then(|d| build::scalar_float_of_type(&name, d, alpha))
-            .ok_or_else(|| Error::Unsupported {
-                path: path.to_path_buf(),
-                reason: format!("parameter {param} has a data type Lookahead cannot interpolate"),
-            })?;
-        patch.edit(graph, GraphEdit::AddInitializer(tensor));
-        self.by_type.insert(elem, name.clone());
-        Ok(name)
     }
 }
 
@@ -205,10 +171,6 @@ pub fn plan(
     })
 }
 
-fn fresh(names: &mut NameGenerator, what: &str) -> String {
-    names.fresh(&format!("{NAME_PREFIX}{what}"))
-}
-
 /// Adds the slow-weight and step inputs and the `step == k` test; returns the test's output.
 fn add_state_inputs(
     model: &ModelProto,
@@ -283,9 +245,7 @@ fn plan_training(
     );
 
     // The sync, all per-element work inside the then-branch.
-    let mut alphas = Alphas {
-        by_type: BTreeMap::new(),
-    };
+    let mut alphas = AlphaConstants::new(options.alpha, g);
     let mut then_nodes = Vec::new();
     let mut previous_flag = flag_true.clone();
     for (param, slow) in &pairs {
@@ -303,23 +263,11 @@ fn plan_training(
                     .build(),
             );
         } else {
-            let alpha = alphas.get(elem, options.alpha, names, &mut patch, g, path, param)?;
-            let diff = fresh(names, &format!("diff__{param}"));
-            let scaled = fresh(names, &format!("scaled__{param}"));
+            let alpha = alphas.get(elem, names, &mut patch, path, param)?;
+            let (step_nodes, scaled) = slow_step(param, slow, &alpha, param, names);
+            then_nodes.extend(step_nodes);
             let slow_done = fresh(names, &format!("slow_written__{param}"));
             let slow_new = fresh(names, &format!("slow_new__{param}"));
-            then_nodes.push(
-                Node::new("Sub")
-                    .inputs([param, slow])
-                    .outputs([&diff])
-                    .build(),
-            );
-            then_nodes.push(
-                Node::new("Mul")
-                    .inputs([&alpha, &diff])
-                    .outputs([&scaled])
-                    .build(),
-            );
             // S += alpha * (P - S), in place; the second output aliases the updated S.
             then_nodes.push(
                 Node::new("InPlaceAccumulatorV2")
@@ -510,9 +458,7 @@ fn plan_eval(
         return Ok(patch);
     }
     let (at_boundary, _) = add_state_inputs(model, &mut patch, &pairs, step, options, names);
-    let mut alphas = Alphas {
-        by_type: BTreeMap::new(),
-    };
+    let mut alphas = AlphaConstants::new(options.alpha, g);
     let (mut then_nodes, mut else_nodes) = (Vec::new(), Vec::new());
     let (mut then_outputs, mut else_outputs, mut if_outputs) = (Vec::new(), Vec::new(), Vec::new());
     for (param, slow) in &pairs {
@@ -527,21 +473,9 @@ fn plan_eval(
                     .build(),
             );
         } else {
-            let alpha = alphas.get(elem, options.alpha, names, &mut patch, g, path, param)?;
-            let diff = fresh(names, &format!("diff__{param}"));
-            let scaled = fresh(names, &format!("scaled__{param}"));
-            then_nodes.push(
-                Node::new("Sub")
-                    .inputs([param, slow])
-                    .outputs([&diff])
-                    .build(),
-            );
-            then_nodes.push(
-                Node::new("Mul")
-                    .inputs([&alpha, &diff])
-                    .outputs([&scaled])
-                    .build(),
-            );
+            let alpha = alphas.get(elem, names, &mut patch, path, param)?;
+            let (step_nodes, scaled) = slow_step(param, slow, &alpha, param, names);
+            then_nodes.extend(step_nodes);
             then_nodes.push(
                 Node::new("Add")
                     .inputs([slow, &scaled])

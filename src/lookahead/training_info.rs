@@ -26,7 +26,7 @@ use crate::generated::onnx::{ModelProto, TensorProto, tensor_proto::DataType};
 use crate::graph::build::{self, Node};
 use crate::graph::names::NameGenerator;
 use crate::graph::patch::{BindingEdit, GraphEdit, GraphId, ModelPatch};
-use crate::lookahead::{NAME_PREFIX, Options};
+use crate::lookahead::{AlphaConstants, NAME_PREFIX, Options, fresh, slow_step};
 
 /// Lowest default-domain opset with every operator the pass emits (Mod needs 10).
 const MIN_OPSET: i64 = 10;
@@ -63,8 +63,6 @@ pub fn plan(
     }
     for (info, weights) in by_info {
         let algorithm = GraphId::Algorithm(info);
-        let fresh =
-            |names: &mut NameGenerator, what: &str| names.fresh(&format!("{NAME_PREFIX}{what}"));
 
         let step = fresh(&mut names, "step");
         let step_next = fresh(&mut names, "step_next");
@@ -106,7 +104,7 @@ pub fn plan(
                 .build(),
         );
 
-        let mut alphas: BTreeMap<i32, String> = BTreeMap::new();
+        let mut alphas = AlphaConstants::new(options.alpha, algorithm);
         let (mut then_nodes, mut else_nodes) = (Vec::new(), Vec::new());
         // Branch and If outputs: every fast value first, then every slow value.
         let (mut then_fast, mut then_slow, mut else_fast, mut else_slow) =
@@ -141,41 +139,16 @@ pub fn plan(
                         .build(),
                 );
             } else {
-                let alpha = match alphas.get(&weight.data_type) {
-                    Some(a) => a.clone(),
-                    None => {
-                        let name = fresh(&mut names, "alpha");
-                        let tensor = DataType::try_from(weight.data_type)
-                            .ok()
-                            .and_then(|dtype| {
-                                build::scalar_float_of_type(&name, dtype, options.alpha)
-                            })
-                            .ok_or_else(|| Error::Unsupported {
-                                path: path.to_path_buf(),
-                                reason: format!(
-                                    "weight {} has a data type Lookahead cannot interpolate",
-                                    weight.name
-                                ),
-                            })?;
-                        patch.edit(algorithm, GraphEdit::AddInitializer(tensor));
-                        alphas.insert(weight.data_type, name.clone());
-                        name
-                    }
-                };
-                let diff = fresh(&mut names, &format!("diff__{}", weight.name));
-                let scaled = fresh(&mut names, &format!("scaled__{}", weight.name));
-                then_nodes.push(
-                    Node::new("Sub")
-                        .inputs([&weight.update_value, &slow])
-                        .outputs([&diff])
-                        .build(),
+                let alpha =
+                    alphas.get(weight.data_type, &mut names, &mut patch, path, &weight.name)?;
+                let (step_nodes, scaled) = slow_step(
+                    &weight.update_value,
+                    &slow,
+                    &alpha,
+                    &weight.name,
+                    &mut names,
                 );
-                then_nodes.push(
-                    Node::new("Mul")
-                        .inputs([&alpha, &diff])
-                        .outputs([&scaled])
-                        .build(),
-                );
+                then_nodes.extend(step_nodes);
                 then_nodes.push(
                     Node::new("Add")
                         .inputs([&slow, &scaled])
