@@ -19,7 +19,8 @@ use crate::graph::validate::validate_model;
 use crate::inspect::{self, NodeRef, ParameterReport, Report};
 use crate::io::atomic::StagedDir;
 use crate::io::checkpoint::{
-    Checkpoint, CheckpointTensor, TensorData, data_type, read_checkpoint, write_checkpoint,
+    Checkpoint, CheckpointTensor, EXTERNAL_DATA_THRESHOLD, ExternalDataLayout, TensorData,
+    data_type, read_checkpoint, write_checkpoint_with,
 };
 use crate::io::external_data::check_external_data;
 use crate::io::model::{ModelFile, load_model, write_model};
@@ -301,7 +302,14 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     if let Some(eval) = &eval {
         write_model(eval, &staged.path().join(EVAL_MODEL), true)?;
     }
-    write_checkpoint(&checkpoint, staged.path().join(CHECKPOINT))?;
+    // Slow weights double the parameter bytes; past ORT's own threshold the parameters go to
+    // checkpoint.data as ORT would put them, which keeps the FlatBuffer under its 2 GiB limit.
+    let layout = if checkpoint.inline_data_bytes() >= EXTERNAL_DATA_THRESHOLD {
+        ExternalDataLayout::ModuleStateExternal
+    } else {
+        ExternalDataLayout::Keep
+    };
+    write_checkpoint_with(&checkpoint, staged.path().join(CHECKPOINT), layout)?;
     staged.commit()?;
     Ok(RewriteSummary {
         format: Format::OrtArtifacts,

@@ -52,6 +52,11 @@ pub const FILE_IDENTIFIER: &str = "ODTC";
 /// The checkpoint format version ONNX Runtime 1.19.2 writes (and the only one it reads).
 pub const CHECKPOINT_VERSION: i32 = 2;
 
+/// Inline tensor bytes from which ONNX Runtime writes parameters to an external data file
+/// instead (1800 MiB, see the module comment); the rewrite follows the same rule when the slow
+/// weights push a checkpoint over it.
+pub const EXTERNAL_DATA_THRESHOLD: u64 = 1800 * 1024 * 1024;
+
 /// Appended to the checkpoint path to name its external data file.
 pub const EXTERNAL_DATA_SUFFIX: &str = ".data";
 
@@ -555,6 +560,16 @@ impl Checkpoint {
                 tensor.data_type, tensor.dims
             ))),
         }
+    }
+
+    /// Bytes of tensor data stored inline in the FlatBuffer (what counts against its 2 GiB limit).
+    pub fn inline_data_bytes(&self) -> u64 {
+        self.tensors()
+            .map(|t| match &t.data {
+                TensorData::Inline(bytes) => bytes.len() as u64,
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Every tensor in file order: trainable and frozen parameters, then optimizer momentums.
