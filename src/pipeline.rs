@@ -78,6 +78,9 @@ pub fn inspect(input: &Path) -> Result<Report> {
                 op_type: n.op_type.clone(),
             })
             .collect();
+        // Trained weights, then the main graph's other floating-point initializers (frozen).
+        let trained: std::collections::HashSet<&str> =
+            analysis.weights.iter().map(|w| w.name.as_str()).collect();
         report.parameters = analysis
             .weights
             .iter()
@@ -89,6 +92,18 @@ pub fn inspect(input: &Path) -> Result<Report> {
                 shape: w.dims.clone(),
             })
             .collect();
+        let frozen = model
+            .graph
+            .iter()
+            .flat_map(|g| g.initializer.iter())
+            .filter(|t| ti::is_float_type(t.data_type()) && !trained.contains(t.name()));
+        report.parameters.extend(frozen.map(|t| ParameterReport {
+            name: t.name().to_string(),
+            trainable: false,
+            lookahead: false,
+            data_type: inspect::data_type_name(t.data_type()),
+            shape: t.dims.clone(),
+        }));
         report.injected_state = analysis
             .state_keys
             .iter()
