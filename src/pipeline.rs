@@ -23,6 +23,9 @@ pub struct RewriteOptions {
     pub force: bool,
     /// Write even when fields unknown to the schema would be dropped.
     pub allow_lossy: bool,
+    /// ORT artifacts: how readers of a parameter wait for the sync (PassThrough is zero-copy;
+    /// Reshape also works with ONNX Runtime's parallel executor).
+    pub alias: crate::lookahead::ort::AliasOp,
 }
 
 /// What a rewrite did, for the CLI's summary line.
@@ -33,6 +36,9 @@ pub struct RewriteSummary {
     pub optimizer: String,
     pub wrapped_parameters: Vec<String>,
     pub injected_nodes: usize,
+    /// Input files not carried over because they would describe the original graphs (e.g. the
+    /// ORT-format `.ort` copies of rewritten models).
+    pub dropped_files: Vec<String>,
 }
 
 /// Rewrites `input` (a model file or an ORT artifacts directory) into `output`.
@@ -270,6 +276,7 @@ fn rewrite_training_info(
         optimizer: analysis.optimizer_name().unwrap_or_default(),
         wrapped_parameters: analysis.weights.iter().map(|w| w.name.clone()).collect(),
         injected_nodes,
+        dropped_files: Vec::new(),
     })
 }
 

@@ -17,6 +17,7 @@ fn options(k: u64, alpha: f64) -> RewriteOptions {
         lookahead: Options::new(k, alpha).unwrap(),
         force: false,
         allow_lossy: false,
+        alias: Default::default(),
     }
 }
 

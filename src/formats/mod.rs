@@ -33,21 +33,12 @@ impl Format {
 pub fn detect_path(path: &Path) -> Result<Option<Format>> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
     if meta.is_dir() {
-        let missing: Vec<&str> = ort_artifacts::REQUIRED_FILES
-            .iter()
-            .copied()
-            .filter(|f| !path.join(f).is_file())
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::Unsupported {
+        return ort_artifacts::ArtifactFiles::find(path)
+            .map(|_| Some(Format::OrtArtifacts))
+            .map_err(|reason| Error::Unsupported {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "a directory input must hold ONNX Runtime training artifacts; missing {}",
-                    missing.join(", ")
-                ),
+                reason,
             });
-        }
-        return Ok(Some(Format::OrtArtifacts));
     }
     Ok(None)
 }

@@ -33,8 +33,103 @@ pub const EVAL_MODEL: &str = "eval_model.onnx";
 pub const OPTIMIZER_MODEL: &str = "optimizer_model.onnx";
 pub const CHECKPOINT: &str = "checkpoint";
 
-/// Files an artifacts directory must have (the eval model is optional).
-pub const REQUIRED_FILES: [&str; 3] = [TRAINING_MODEL, OPTIMIZER_MODEL, CHECKPOINT];
+/// The file names of one set of artifacts. generate_artifacts(prefix=...) prepends the same
+/// prefix to all of them ("mnist_training_model.onnx", ..., "mnist_checkpoint").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactFiles {
+    pub prefix: String,
+}
+
+impl ArtifactFiles {
+    pub fn training(&self) -> String {
+        format!("{}{TRAINING_MODEL}", self.prefix)
+    }
+    pub fn eval(&self) -> String {
+        format!("{}{EVAL_MODEL}", self.prefix)
+    }
+    pub fn optimizer(&self) -> String {
+        format!("{}{OPTIMIZER_MODEL}", self.prefix)
+    }
+    pub fn checkpoint(&self) -> String {
+        format!("{}{CHECKPOINT}", self.prefix)
+    }
+    /// The checkpoint's external data file (laid out by the checkpoint writer).
+    pub fn checkpoint_data(&self) -> String {
+        format!(
+            "{}{}",
+            self.checkpoint(),
+            crate::io::checkpoint::EXTERNAL_DATA_SUFFIX
+        )
+    }
+
+    /// Files of the input that describe the training or eval model in another form (ORT format
+    /// `.ort`, and the operator lists of minimal builds made from it). They would still describe
+    /// the original graphs, so a rewrite does not carry them over.
+    pub fn stale_after_rewrite(&self) -> Vec<String> {
+        [TRAINING_MODEL, EVAL_MODEL]
+            .iter()
+            .flat_map(|model| {
+                let stem = model.trim_end_matches(".onnx");
+                [
+                    format!("{}{stem}.ort", self.prefix),
+                    format!("{}{stem}.required_operators.config", self.prefix),
+                ]
+            })
+            .collect()
+    }
+
+    /// Finds the artifact set in `dir`: the `<prefix>training_model.onnx` that has its optimizer
+    /// model and checkpoint beside it. Err(reason) when there is none or more than one.
+    pub fn find(dir: &Path) -> std::result::Result<Self, String> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("cannot list the directory: {e}"))?;
+        let mut prefixes: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(TRAINING_MODEL))
+                    .map(str::to_string)
+            })
+            .collect();
+        prefixes.sort();
+        let complete: Vec<ArtifactFiles> = prefixes
+            .iter()
+            .map(|prefix| ArtifactFiles {
+                prefix: prefix.clone(),
+            })
+            .filter(|files| {
+                dir.join(files.optimizer()).is_file() && dir.join(files.checkpoint()).is_file()
+            })
+            .collect();
+        match complete.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => {
+                let files = ArtifactFiles {
+                    prefix: prefixes.first().cloned().unwrap_or_default(),
+                };
+                let missing: Vec<String> =
+                    [files.training(), files.optimizer(), files.checkpoint()]
+                        .into_iter()
+                        .filter(|f| !dir.join(f).is_file())
+                        .collect();
+                Err(format!(
+                    "a directory input must hold ONNX Runtime training artifacts; missing {}",
+                    missing.join(", ")
+                ))
+            }
+            several => Err(format!(
+                "it holds {} sets of training artifacts (prefixes {}); pass a directory with one",
+                several.len(),
+                several
+                    .iter()
+                    .map(|f| format!("{:?}", f.prefix))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
 
 /// Optimizer operators the ORT training API runs, and the names users know them by.
 const OPTIMIZERS: [(&str, &str); 2] = [("AdamWOptimizer", "AdamW"), ("SGDOptimizerV2", "SGD")];
@@ -45,6 +140,7 @@ pub const ACCUMULATION_BUFFER_SUFFIX: &str = "_grad.accumulation.buffer";
 /// An artifacts directory, decoded (models memory-mapped, checkpoint memory-mapped).
 pub struct OrtArtifacts {
     pub dir: PathBuf,
+    pub files: ArtifactFiles,
     pub training: ModelFile,
     pub eval: Option<ModelFile>,
     pub optimizer: ModelFile,
@@ -64,29 +160,34 @@ pub struct OrtAnalysis {
 }
 
 pub fn load(dir: &Path) -> Result<OrtArtifacts> {
-    let eval_path = dir.join(EVAL_MODEL);
+    let files = ArtifactFiles::find(dir).map_err(|reason| Error::Unsupported {
+        path: dir.to_path_buf(),
+        reason,
+    })?;
+    let eval_path = dir.join(files.eval());
     Ok(OrtArtifacts {
         dir: dir.to_path_buf(),
-        training: load_model(&dir.join(TRAINING_MODEL))?,
+        training: load_model(&dir.join(files.training()))?,
         eval: if eval_path.is_file() {
             Some(load_model(&eval_path)?)
         } else {
             None
         },
-        optimizer: load_model(&dir.join(OPTIMIZER_MODEL))?,
-        checkpoint: read_checkpoint(dir.join(CHECKPOINT))?,
+        optimizer: load_model(&dir.join(files.optimizer()))?,
+        checkpoint: read_checkpoint(dir.join(files.checkpoint()))?,
+        files,
     })
 }
 
 impl OrtArtifacts {
-    fn models(&self) -> impl Iterator<Item = (&'static str, &ModelFile)> {
-        [
-            (TRAINING_MODEL, Some(&self.training)),
-            (EVAL_MODEL, self.eval.as_ref()),
-            (OPTIMIZER_MODEL, Some(&self.optimizer)),
-        ]
-        .into_iter()
-        .filter_map(|(label, file)| file.map(|f| (label, f)))
+    /// The models by file name: training, eval (if present), optimizer.
+    fn models(&self) -> Vec<(String, &ModelFile)> {
+        let mut models = vec![(self.files.training(), &self.training)];
+        if let Some(eval) = &self.eval {
+            models.push((self.files.eval(), eval));
+        }
+        models.push((self.files.optimizer(), &self.optimizer));
+        models
     }
 
     fn requires_grad(&self) -> &[CheckpointTensor] {
@@ -107,7 +208,7 @@ impl OrtArtifacts {
 }
 
 pub fn analyze(artifacts: &OrtArtifacts) -> Result<OrtAnalysis> {
-    let optimizer_path = artifacts.dir.join(OPTIMIZER_MODEL);
+    let optimizer_path = artifacts.dir.join(artifacts.files.optimizer());
     let graph = artifacts
         .optimizer
         .model
@@ -145,7 +246,7 @@ pub fn analyze(artifacts: &OrtArtifacts) -> Result<OrtAnalysis> {
     };
     let node = &graph.node[position];
     let optimizer_node = NodeRef {
-        graph: OPTIMIZER_MODEL.to_string(),
+        graph: artifacts.files.optimizer(),
         name: if node.name().is_empty() {
             format!("#{position}")
         } else {
@@ -194,8 +295,8 @@ pub fn inspect(dir: &Path) -> Result<Report> {
     let mut injected_nodes = Vec::new();
     for (label, file) in artifacts.models() {
         if let Some(g) = &file.model.graph {
-            graphs.push(inspect::graph_report(label, &file.model, g));
-            inspect::injected_nodes(label, g, &mut injected_nodes);
+            graphs.push(inspect::graph_report(&label, &file.model, g));
+            inspect::injected_nodes(&label, g, &mut injected_nodes);
         }
     }
     let param = |t: &CheckpointTensor, trainable: bool| ParameterReport {
@@ -249,30 +350,33 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
             .map(|t| t.name.clone()),
     );
     for (label, file) in artifacts.models() {
-        refuse_rewritten(&file.model, &dir.join(label), &names)?;
+        refuse_rewritten(&file.model, &dir.join(&label), &names)?;
         // External data files of the models are copied along with the directory; check them first.
-        check_external_data(&dir.join(label), &file.model)?;
+        check_external_data(&dir.join(&label), &file.model)?;
     }
     let analysis = analyze(&artifacts)?;
     if analysis.trainable.is_empty() {
         return Err(Error::NoOptimizer {
-            path: dir.join(CHECKPOINT),
+            path: dir.join(artifacts.files.checkpoint()),
             reason: "no requires-grad parameter of the checkpoint has a gradient accumulator in the training graph".into(),
         });
     }
     for (label, file) in artifacts.models() {
         validate_model(&file.model).map_err(|e| Error::Unsupported {
-            path: dir.join(label),
+            path: dir.join(&label),
             reason: format!("the input breaks an ONNX rule: {e}"),
         })?;
     }
     let plan = lookahead::ort::plan(
-        &artifacts.training.model,
-        artifacts.eval.as_ref().map(|e| &e.model),
+        (&artifacts.training.model, &artifacts.training.path),
+        artifacts
+            .eval
+            .as_ref()
+            .map(|e| (&e.model, e.path.as_path())),
         &analysis.trainable,
         options.lookahead,
+        options.alias,
         &mut names,
-        dir,
     )?;
     let injected_nodes = plan.training.added_nodes().count()
         + plan.eval.as_ref().map_or(0, |p| p.added_nodes().count());
@@ -297,10 +401,19 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     };
     let checkpoint = with_new_frozen_params(&artifacts, &new_frozen_params)?;
 
-    copy_untouched_entries(dir, staged.path())?;
-    write_model(&training, &staged.path().join(TRAINING_MODEL), true)?;
+    let files = &artifacts.files;
+    let mut not_copied = vec![
+        files.training(),
+        files.eval(),
+        files.checkpoint(),
+        files.checkpoint_data(),
+    ];
+    let stale = files.stale_after_rewrite();
+    not_copied.extend(stale.iter().cloned());
+    copy_entries_except(dir, staged.path(), &not_copied)?;
+    write_model(&training, &staged.path().join(files.training()), true)?;
     if let Some(eval) = &eval {
-        write_model(eval, &staged.path().join(EVAL_MODEL), true)?;
+        write_model(eval, &staged.path().join(files.eval()), true)?;
     }
     // Slow weights double the parameter bytes; past ORT's own threshold the parameters go to
     // checkpoint.data as ORT would put them, which keeps the FlatBuffer under its 2 GiB limit.
@@ -309,7 +422,7 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     } else {
         ExternalDataLayout::Keep
     };
-    write_checkpoint_with(&checkpoint, staged.path().join(CHECKPOINT), layout)?;
+    write_checkpoint_with(&checkpoint, staged.path().join(files.checkpoint()), layout)?;
     staged.commit()?;
     Ok(RewriteSummary {
         format: Format::OrtArtifacts,
@@ -317,6 +430,7 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
         optimizer: analysis.optimizer,
         wrapped_parameters: wrapped,
         injected_nodes,
+        dropped_files: stale.into_iter().filter(|f| dir.join(f).exists()).collect(),
     })
 }
 
@@ -333,7 +447,7 @@ fn with_new_frozen_params(
         .is_some_and(|m| m.is_nominal_state)
     {
         return Err(Error::Unsupported {
-            path: artifacts.dir.join(CHECKPOINT),
+            path: artifacts.dir.join(artifacts.files.checkpoint()),
             reason: "a nominal checkpoint holds no parameter values to start the slow weights from"
                 .into(),
         });
@@ -359,25 +473,15 @@ fn with_new_frozen_params(
     Ok(checkpoint)
 }
 
-/// Copies every entry of the artifacts directory except the files the rewrite writes itself
-/// (optimizer model, other files and folders come out byte for byte).
-fn copy_untouched_entries(from: &Path, to: &Path) -> Result<()> {
-    // The checkpoint writer lays out the checkpoint's external data file itself.
-    let checkpoint_data = format!(
-        "{CHECKPOINT}{}",
-        crate::io::checkpoint::EXTERNAL_DATA_SUFFIX
-    );
-    let rewritten = [
-        TRAINING_MODEL,
-        EVAL_MODEL,
-        CHECKPOINT,
-        checkpoint_data.as_str(),
-    ];
+/// Copies every entry of the artifacts directory except `skip` (the files the rewrite writes
+/// itself, and stale forms of them): the optimizer model and any other file or folder come out
+/// byte for byte.
+fn copy_entries_except(from: &Path, to: &Path, skip: &[String]) -> Result<()> {
     let entries = std::fs::read_dir(from).map_err(|e| Error::io("cannot list", from, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("cannot list", from, e))?;
         let name = entry.file_name();
-        if rewritten.iter().any(|r| name == *r) {
+        if skip.iter().any(|s| name == s.as_str()) {
             continue;
         }
         copy_recursive(&entry.path(), &to.join(&name))?;

@@ -46,6 +46,18 @@ pub const ACCUMULATION_OUT_SUFFIX: &str = "_grad.accumulation.out";
 /// The largest k whose cycle position a float32 counter holds exactly.
 pub const MAX_K: u64 = 1 << 24;
 
+/// How every reader of a parameter is made to wait for the sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AliasOp {
+    /// One com.microsoft.PassThrough over all parameters: zero-copy, one kernel per step. ONNX
+    /// Runtime's parallel executor (ExecutionMode.ORT_PARALLEL) rejects it.
+    #[default]
+    PassThrough,
+    /// Reshape(P, Shape(P) from the If) per parameter: standard ops, works with every executor,
+    /// a few microseconds per parameter per step.
+    Reshape,
+}
+
 /// How a new frozen checkpoint parameter is initialised.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NewParamValue {
@@ -85,6 +97,15 @@ fn input_info<'m>(model: &'m ModelProto, name: &str) -> Option<&'m ValueInfoProt
         .find(|i| i.name() == name)
 }
 
+fn rank(info: &ValueInfoProto) -> Option<usize> {
+    match info.r#type.as_ref()?.value.as_ref()? {
+        crate::generated::onnx::type_proto::Value::TensorType(t) => {
+            Some(t.shape.as_ref()?.dim.len())
+        }
+        _ => None,
+    }
+}
+
 fn elem_type(info: &ValueInfoProto) -> Option<i32> {
     match info.r#type.as_ref()?.value.as_ref()? {
         crate::generated::onnx::type_proto::Value::TensorType(t) => t.elem_type,
@@ -92,25 +113,26 @@ fn elem_type(info: &ValueInfoProto) -> Option<i32> {
     }
 }
 
-/// Plans the rewrite of the training and eval graphs for the given trainable parameters.
+/// Plans the rewrite of the training graph and, when there is one, the eval graph (each given
+/// with its path, for messages).
 pub fn plan(
-    training: &ModelProto,
-    eval: Option<&ModelProto>,
+    training: (&ModelProto, &Path),
+    eval: Option<(&ModelProto, &Path)>,
     trainable: &[String],
     options: Options,
+    alias: AliasOp,
     names: &mut NameGenerator,
-    dir: &Path,
 ) -> Result<OrtPlan> {
+    let (training, training_path) = training;
     if options.k > MAX_K {
         return Err(Error::InvalidOption(format!(
             "k must be at most {MAX_K} for ONNX Runtime artifacts (the cycle counter is float32), got {}",
             options.k
         )));
     }
-    let training_path = dir.join("training_model.onnx");
     if input_info(training, LAZY_RESET_GRAD).is_none() {
         return Err(Error::Unsupported {
-            path: training_path,
+            path: training_path.to_path_buf(),
             reason: format!(
                 "the training graph has no `{LAZY_RESET_GRAD}` input (not from generate_artifacts?)"
             ),
@@ -123,7 +145,7 @@ pub fn plan(
         .collect();
     if wrapped.is_empty() {
         return Err(Error::NoOptimizer {
-            path: training_path,
+            path: training_path.to_path_buf(),
             reason: "no trainable parameter is an input of the training graph".into(),
         });
     }
@@ -142,25 +164,14 @@ pub fn plan(
         value: NewParamValue::ZerosF32(vec![1]),
     });
 
-    let training_patch = plan_training(
-        training,
-        &wrapped,
-        &slow,
-        &step,
-        options,
-        names,
-        &training_path,
-    )?;
+    let state = LookaheadState {
+        wrapped: &wrapped,
+        slow: &slow,
+        step: &step,
+    };
+    let training_patch = plan_training(training, &state, options, alias, names, training_path)?;
     let eval_patch = match eval {
-        Some(eval) => Some(plan_eval(
-            eval,
-            &wrapped,
-            &slow,
-            &step,
-            options,
-            names,
-            &dir.join("eval_model.onnx"),
-        )?),
+        Some((eval, eval_path)) => Some(plan_eval(eval, &state, options, names, eval_path)?),
         None => None,
     };
     Ok(OrtPlan {
@@ -210,15 +221,29 @@ fn add_state_inputs(
     (at_boundary, period)
 }
 
+/// The names of the Lookahead state, shared by the training and eval graphs.
+struct LookaheadState<'a> {
+    /// Trainable parameters with slow weights.
+    wrapped: &'a [String],
+    /// Their slow weights, in the same order.
+    slow: &'a [String],
+    /// The cycle position.
+    step: &'a str,
+}
+
 fn plan_training(
     model: &ModelProto,
-    wrapped: &[String],
-    slow: &[String],
-    step: &str,
+    state: &LookaheadState,
     options: Options,
+    alias: AliasOp,
     names: &mut NameGenerator,
     path: &Path,
 ) -> Result<ModelPatch> {
+    let LookaheadState {
+        wrapped,
+        slow,
+        step,
+    } = *state;
     let g = GraphId::Main;
     let mut patch = ModelPatch::default();
     let pairs: Vec<(String, String)> = wrapped.iter().cloned().zip(slow.iter().cloned()).collect();
@@ -298,33 +323,48 @@ fn plan_training(
             .build(),
     ];
     let bool_vi = |name: &str| build::value_info(name, DataType::Bool as i32, Some(&[1]));
+    let (mut then_outputs, mut else_outputs) =
+        (vec![bool_vi(&previous_flag)], vec![bool_vi(&else_done)]);
+    let mut if_outputs = vec![fresh(names, "synced")];
+    if alias == AliasOp::Reshape {
+        // Each branch also returns Shape(P), so Reshape(P, shape) depends on the If.
+        for param in wrapped {
+            let rank = input_info(model, param)
+                .and_then(rank)
+                .map(|r| vec![r as i64]);
+            for (nodes, outputs, side) in [
+                (&mut then_nodes, &mut then_outputs, "then"),
+                (&mut else_nodes, &mut else_outputs, "else"),
+            ] {
+                let shape = fresh(names, &format!("{side}_shape__{param}"));
+                nodes.push(Node::new("Shape").inputs([param]).outputs([&shape]).build());
+                outputs.push(build::value_info(
+                    &shape,
+                    DataType::Int64 as i32,
+                    rank.as_deref(),
+                ));
+            }
+            if_outputs.push(fresh(names, &format!("shape__{param}")));
+        }
+    }
     build::name_nodes(&mut then_nodes, names, NAME_PREFIX);
     build::name_nodes(&mut else_nodes, names, NAME_PREFIX);
-    let then_branch = build::branch(
-        &fresh(names, "sync_then"),
-        then_nodes,
-        vec![bool_vi(&previous_flag)],
-    );
-    let else_branch = build::branch(
-        &fresh(names, "sync_else"),
-        else_nodes,
-        vec![bool_vi(&else_done)],
-    );
-    let synced = fresh(names, "synced");
+    let then_branch = build::branch(&fresh(names, "sync_then"), then_nodes, then_outputs);
+    let else_branch = build::branch(&fresh(names, "sync_else"), else_nodes, else_outputs);
+    let synced = if_outputs[0].clone();
     patch.add_node(
         g,
         Node::new("If")
             .inputs([&pending])
-            .outputs([&synced])
+            .outputs(if_outputs.iter().cloned())
             .name(fresh(names, "sync"))
             .attr_graph("then_branch", then_branch)
             .attr_graph("else_branch", else_branch)
             .build(),
     );
 
-    // Zero-copy aliases of the parameters that exist only after the If ran.
-    let done = fresh(names, "sync_done");
-    let mut alias_outputs = vec![done.clone()];
+    // Aliases of the parameters that exist only after the If ran; every reader of P reads them.
+    let mut aliases = Vec::new();
     for param in wrapped {
         let alias = fresh(names, &format!("after_sync__{param}"));
         patch.edit(
@@ -334,19 +374,44 @@ fn plan_training(
                 to: alias.clone(),
             },
         );
-        alias_outputs.push(alias);
+        aliases.push(alias);
     }
-    let mut alias_inputs = vec![synced.clone()];
-    alias_inputs.extend(wrapped.iter().cloned());
-    patch.add_node(
-        g,
-        Node::new("PassThrough")
-            .domain(MS_DOMAIN)
-            .inputs(alias_inputs)
-            .outputs(alias_outputs)
-            .name(fresh(names, "after_sync"))
-            .build(),
-    );
+    let done = match alias {
+        AliasOp::PassThrough => {
+            // One kernel for all parameters; its CPU kernel makes output i the buffer of input i
+            // and fails rather than copy.
+            let done = fresh(names, "sync_done");
+            let mut outputs = vec![done.clone()];
+            outputs.extend(aliases.iter().cloned());
+            let mut inputs = vec![synced.clone()];
+            inputs.extend(wrapped.iter().cloned());
+            patch.add_node(
+                g,
+                Node::new("PassThrough")
+                    .domain(MS_DOMAIN)
+                    .inputs(inputs)
+                    .outputs(outputs)
+                    .name(fresh(names, "after_sync"))
+                    .build(),
+            );
+            done
+        }
+        AliasOp::Reshape => {
+            // Reshape to its own shape: a view where the planner allows it, a copy otherwise
+            // (ORT_PARALLEL), correct either way.
+            for ((param, alias), shape) in wrapped.iter().zip(&aliases).zip(&if_outputs[1..]) {
+                patch.add_node(
+                    g,
+                    Node::new("Reshape")
+                        .inputs([param, shape])
+                        .outputs([alias])
+                        .name(fresh(names, "after_sync"))
+                        .build(),
+                );
+            }
+            synced
+        }
+    };
 
     // step <- lazy_reset_grad ? (step mod k) + 1 : step. Tied to the boundary test so the write
     // cannot run before the test read the old value.
@@ -437,13 +502,16 @@ fn plan_training(
 
 fn plan_eval(
     model: &ModelProto,
-    wrapped: &[String],
-    slow: &[String],
-    step: &str,
+    state: &LookaheadState,
     options: Options,
     names: &mut NameGenerator,
     path: &Path,
 ) -> Result<ModelPatch> {
+    let LookaheadState {
+        wrapped,
+        slow,
+        step,
+    } = *state;
     let g = GraphId::Main;
     let mut patch = ModelPatch::default();
     // Parameters the eval graph reads (a parameter used only by the loss's backward may not be).
