@@ -54,3 +54,18 @@ fn ort_adamw_inspect_text() {
     report.input = "<rewritten ort_adamw_frozen>".into();
     insta::assert_snapshot!(report.to_text());
 }
+
+#[test]
+fn ort_sgd_rewrite_parallel_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("artifacts");
+    let options = RewriteOptions {
+        alias: onnx_lookahead::lookahead::ort::AliasOp::Reshape,
+        ..options(3, 0.8)
+    };
+    onnx_lookahead::rewrite(&fixture("ort_sgd"), &out, &options).unwrap();
+    let dump = onnx_lookahead::dump(&out).unwrap();
+    // Only the training graph differs from the default rewrite; snapshot that part.
+    let training = dump.split("# eval_model.onnx").next().unwrap_or_default().to_string();
+    insta::assert_snapshot!(training);
+}
