@@ -11,8 +11,8 @@ use crate::graph::names::NameGenerator;
 use crate::graph::patch;
 use crate::graph::validate::validate_model;
 use crate::inspect::{self, LookaheadReport, NodeRef, ParameterReport, Report};
-use crate::io::external_data::{check_external_data, copy_external_files};
-use crate::io::model::{ModelFile, load_model, write_model};
+use crate::io::external_data::{check_external_data, stage_external_files};
+use crate::io::model::{ModelFile, encoded_len_checked, load_model, write_model};
 use crate::lookahead::{self, NAME_PREFIX, Options, marker};
 
 /// What `rewrite` should do besides Lookahead's own options.
@@ -257,19 +257,24 @@ fn rewrite_training_info(
     let mut model = file.model;
     patch::apply(&mut model, plan)?;
     validate_model(&model)?;
-    let from_dir = path.parent().unwrap_or(Path::new("."));
+    // Everything that can be refused is checked before the first byte is written: the size
+    // limit, then existing destinations. External data is staged and appears only after the
+    // model was written.
+    encoded_len_checked(&model, output)?;
+    let from_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let to_dir = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    for location in &external_files {
-        let target = to_dir.join(location);
-        if !same_dir(from_dir, to_dir) {
-            crate::io::atomic::check_destination(&target, options.force)?;
-        }
-    }
-    copy_external_files(&external_files, from_dir, to_dir)?;
+    let staged = stage_external_files(&external_files, from_dir, to_dir, options.force)?;
     write_model(&model, output, options.force)?;
+    if let Err(e) = staged.commit() {
+        let _ = std::fs::remove_file(output);
+        return Err(e);
+    }
     Ok(RewriteSummary {
         format: Format::TrainingInfo,
         output: output.to_path_buf(),
@@ -278,13 +283,6 @@ fn rewrite_training_info(
         injected_nodes,
         dropped_files: Vec::new(),
     })
-}
-
-pub(crate) fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 /// A readable text rendering of every graph of a model file or artifacts directory.

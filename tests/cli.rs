@@ -569,3 +569,132 @@ fn output_inside_input_directory_is_refused() {
     );
     assert_eq!(digest(&input), before);
 }
+
+/// The training_info fixture with W1's bytes moved to `weights.bin` (ONNX external data).
+fn external_data_model(dir: &Path, location: &str) -> PathBuf {
+    use onnx_lookahead::generated::onnx::{
+        ModelProto, StringStringEntryProto, tensor_proto::DataLocation,
+    };
+    let mut model = ModelProto::decode(
+        std::fs::read(fixture("training_info_sgd.onnx"))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let w1 = model
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == "W1")
+        .unwrap();
+    let raw = w1.raw_data.take().expect("W1 has raw data");
+    std::fs::write(dir.join("weights.bin"), &raw).unwrap();
+    w1.data_location = Some(DataLocation::External as i32);
+    for (key, value) in [
+        ("location", location.to_string()),
+        ("offset", "0".into()),
+        ("length", raw.len().to_string()),
+    ] {
+        w1.external_data.push(StringStringEntryProto {
+            key: Some(key.into()),
+            value: Some(value),
+        });
+    }
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    path
+}
+
+#[test]
+fn external_data_is_carried_along_and_validated() {
+    use onnx_lookahead::generated::onnx::ModelProto;
+    let dir = tmp();
+    let input_dir = dir.path().join("in");
+    std::fs::create_dir(&input_dir).unwrap();
+    let input = external_data_model(&input_dir, "weights.bin");
+    let before = digest(&input_dir);
+
+    // Into another folder: the data file comes along, and the slow copy shares its region.
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("model.onnx");
+    tool()
+        .args([
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(out_dir.join("weights.bin")).unwrap(),
+        std::fs::read(input_dir.join("weights.bin")).unwrap()
+    );
+    let rewritten = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+    let algorithm = rewritten.training_info[0].algorithm.as_ref().unwrap();
+    let slow = algorithm
+        .initializer
+        .iter()
+        .find(|t| t.name() == "lookahead__slow__W1")
+        .unwrap();
+    let w1 = rewritten
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .find(|t| t.name() == "W1")
+        .unwrap();
+    assert_eq!(slow.external_data, w1.external_data);
+    assert_eq!(digest(&input_dir), before, "input unchanged");
+
+    // A failed write leaves no copied data file behind.
+    let failing_dir = dir.path().join("failing");
+    std::fs::create_dir_all(failing_dir.join("model.onnx")).unwrap();
+    let failing = failing_dir.join("model.onnx");
+    expect_error(
+        &[
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            failing.to_str().unwrap(),
+            "--force",
+        ],
+        1,
+    );
+    assert_dir_entries(&failing_dir, &["model.onnx"]);
+
+    // Locations must stay inside the model's folder, and ranges inside the file.
+    for (name, location) in [("escape", "../weights.bin"), ("absolute", "/etc/passwd")] {
+        let bad_dir = dir.path().join(name);
+        std::fs::create_dir(&bad_dir).unwrap();
+        let bad = external_data_model(&bad_dir, location);
+        let err = expect_error(
+            &[
+                "rewrite",
+                bad.to_str().unwrap(),
+                "-o",
+                bad_dir.join("o.onnx").to_str().unwrap(),
+            ],
+            1,
+        );
+        assert!(err.contains("external data"), "{err}");
+    }
+    let short_dir = dir.path().join("short");
+    std::fs::create_dir(&short_dir).unwrap();
+    let short = external_data_model(&short_dir, "weights.bin");
+    std::fs::write(short_dir.join("weights.bin"), b"tiny").unwrap();
+    let err = expect_error(
+        &[
+            "rewrite",
+            short.to_str().unwrap(),
+            "-o",
+            short_dir.join("o.onnx").to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("outside"), "{err}");
+}

@@ -66,6 +66,10 @@ fn ort_sgd_rewrite_parallel_safe() {
     onnx_lookahead::rewrite(&fixture("ort_sgd"), &out, &options).unwrap();
     let dump = onnx_lookahead::dump(&out).unwrap();
     // Only the training graph differs from the default rewrite; snapshot that part.
-    let training = dump.split("# eval_model.onnx").next().unwrap_or_default().to_string();
+    let training = dump
+        .split("# eval_model.onnx")
+        .next()
+        .unwrap_or_default()
+        .to_string();
     insta::assert_snapshot!(training);
 }

@@ -16,7 +16,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 /// Temporary files are private (0600) by default; outputs are ordinary files, so they are
 /// created with the usual mode and the process umask applies, as for any file a tool writes.
-fn builder_with_mode<'a>(mode: u32) -> tempfile::Builder<'a, 'a> {
+pub(crate) fn builder_with_mode<'a>(mode: u32) -> tempfile::Builder<'a, 'a> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(".onnx-lookahead-");
     #[cfg(unix)]

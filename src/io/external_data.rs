@@ -3,7 +3,7 @@
 //! never read into memory by this tool.
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::generated::onnx::{
@@ -183,25 +183,68 @@ pub fn check_external_data(model_path: &Path, model: &ModelProto) -> Result<BTre
     }
 }
 
-/// Copies the external data files a model uses from `from_dir` to `to_dir` (keeping relative
-/// paths). Nothing is copied when both directories are the same place.
-pub fn copy_external_files(files: &BTreeSet<String>, from_dir: &Path, to_dir: &Path) -> Result<()> {
+/// External data files copied next to an output under temporary names: they appear under their
+/// real names only on `commit`, after the model itself was written, and vanish if dropped.
+pub struct StagedExternalFiles {
+    files: Vec<(tempfile::NamedTempFile, PathBuf)>,
+    overwrite: bool,
+}
+
+/// Copies the external data files a model uses from `from_dir` into temporary files in `to_dir`
+/// (keeping relative paths). Nothing is copied when both directories are the same place. An
+/// existing destination file is an error unless `overwrite`.
+pub fn stage_external_files(
+    files: &BTreeSet<String>,
+    from_dir: &Path,
+    to_dir: &Path,
+    overwrite: bool,
+) -> Result<StagedExternalFiles> {
+    let mut staged = StagedExternalFiles {
+        files: Vec::new(),
+        overwrite,
+    };
     let same = match (from_dir.canonicalize(), to_dir.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
     if same {
-        return Ok(());
+        return Ok(staged);
     }
     for location in files {
         let src = from_dir.join(location);
         let dst = to_dir.join(location);
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
-        }
-        std::fs::copy(&src, &dst).map_err(|e| Error::io("cannot copy external data", &src, e))?;
+        crate::io::atomic::check_destination(&dst, overwrite)?;
+        let parent = dst.parent().unwrap_or(to_dir).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+        let mut tmp = crate::io::atomic::builder_with_mode(0o666)
+            .suffix(".tmp")
+            .tempfile_in(&parent)
+            .map_err(|e| Error::io("cannot create a temporary file in", &parent, e))?;
+        let mut source =
+            std::fs::File::open(&src).map_err(|e| Error::io("cannot open", &src, e))?;
+        std::io::copy(&mut source, tmp.as_file_mut())
+            .map_err(|e| Error::io("cannot copy external data", &src, e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("cannot sync", &dst, e))?;
+        staged.files.push((tmp, dst));
     }
-    Ok(())
+    Ok(staged)
+}
+
+impl StagedExternalFiles {
+    /// Renames every staged file to its real name.
+    pub fn commit(self) -> Result<()> {
+        for (tmp, dst) in self.files {
+            let persisted = if self.overwrite {
+                tmp.persist(&dst).map(|_| ())
+            } else {
+                tmp.persist_noclobber(&dst).map(|_| ())
+            };
+            persisted.map_err(|e| Error::io("cannot rename into place", &dst, e.error))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
