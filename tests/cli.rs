@@ -17,6 +17,11 @@ fn tool() -> Command {
     Command::cargo_bin("onnx-lookahead").expect("binary is built")
 }
 
+/// Runs the tool expecting success.
+fn run_ok(args: &[&str]) {
+    tool().args(args).assert().success();
+}
+
 /// Runs the tool expecting failure; returns stderr after checking the error contract.
 fn expect_error(args: &[&str], code: i32) -> String {
     let output = tool().args(args).output().expect("runs");
@@ -168,19 +173,16 @@ fn rewrite_then_rewrite_again_is_refused() {
     let input = fixture("training_info_sgd.onnx");
     let before = digest(&input);
     let once = dir.path().join("once.onnx");
-    tool()
-        .args([
-            "rewrite",
-            input.to_str().unwrap(),
-            "-o",
-            once.to_str().unwrap(),
-            "-k",
-            "3",
-            "-a",
-            "0.8",
-        ])
-        .assert()
-        .success();
+    run_ok(&[
+        "rewrite",
+        input.to_str().unwrap(),
+        "-o",
+        once.to_str().unwrap(),
+        "-k",
+        "3",
+        "-a",
+        "0.8",
+    ]);
     assert_eq!(digest(&input), before, "input unchanged");
     let twice = dir.path().join("twice.onnx");
     let err = expect_error(
@@ -216,16 +218,13 @@ fn existing_output_needs_force() {
     );
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-    tool()
-        .args([
-            "rewrite",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--force",
-        ])
-        .assert()
-        .success();
+    run_ok(&[
+        "rewrite",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--force",
+    ]);
     assert_ne!(std::fs::read(&out).unwrap(), b"keep me");
     assert_dir_entries(dir.path(), &["out.onnx"]);
 }
@@ -331,16 +330,13 @@ fn unknown_fields_are_refused_unless_allowed() {
         "{err}"
     );
     assert!(!out.exists());
-    tool()
-        .args([
-            "rewrite",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--allow-lossy",
-        ])
-        .assert()
-        .success();
+    run_ok(&[
+        "rewrite",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--allow-lossy",
+    ]);
     assert!(out.exists());
 }
 
@@ -417,19 +413,16 @@ fn ort_rewrite_and_inspect_report_lookahead() {
     let out = dir.path().join("la");
     let input = fixture("ort_adamw");
     let before = digest(&input);
-    tool()
-        .args([
-            "rewrite",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "-k",
-            "4",
-            "--alpha",
-            "0.25",
-        ])
-        .assert()
-        .success();
+    run_ok(&[
+        "rewrite",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-k",
+        "4",
+        "--alpha",
+        "0.25",
+    ]);
     assert_eq!(digest(&input), before, "input unchanged");
     let output = tool()
         .args(["inspect", out.to_str().unwrap(), "--format", "json"])
@@ -620,15 +613,12 @@ fn external_data_is_carried_along_and_validated() {
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
     let out = out_dir.join("model.onnx");
-    tool()
-        .args([
-            "rewrite",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .assert()
-        .success();
+    run_ok(&[
+        "rewrite",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(
         std::fs::read(out_dir.join("weights.bin")).unwrap(),
         std::fs::read(input_dir.join("weights.bin")).unwrap()

@@ -63,6 +63,21 @@ fn decode_is_zero_copy() {
     }
 }
 
+/// Rewrites `input` into `out` through the binary (defaults k=5, alpha=0.5) and decodes the result.
+fn rewrite_with_cli(input: &Path, out: &Path) -> ModelProto {
+    Command::cargo_bin("onnx-lookahead")
+        .unwrap()
+        .args([
+            "rewrite",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    ModelProto::decode(std::fs::read(out).unwrap().as_slice()).unwrap()
+}
+
 /// Adds fields that ONNX IR 14 has and older schemas (e.g. the onnx 1.16 that generated the
 /// fixtures) do not: model and node device configurations, node and tensor metadata, a tensor
 /// of an IR 13 element type.
@@ -115,18 +130,7 @@ fn ir14_fields_survive_round_trip_and_rewrite() {
     assert!(file.unknown_fields.is_empty());
     assert!(encode_model(&file.model) == file.source.as_ref());
 
-    let out = dir.path().join("ir14_la.onnx");
-    Command::cargo_bin("onnx-lookahead")
-        .unwrap()
-        .args([
-            "rewrite",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .assert()
-        .success();
-    let rewritten = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+    let rewritten = rewrite_with_cli(&input, &dir.path().join("ir14_la.onnx"));
     assert_eq!(rewritten.configuration, model.configuration);
     let (g0, g1) = (
         model.graph.as_ref().unwrap(),
@@ -197,18 +201,7 @@ fn training_info_rewrite_preserves_unrelated_fields() {
     });
     let input = dir.path().join("documented.onnx");
     std::fs::write(&input, model.encode_to_vec()).unwrap();
-    let out = dir.path().join("documented_la.onnx");
-    Command::cargo_bin("onnx-lookahead")
-        .unwrap()
-        .args([
-            "rewrite",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .assert()
-        .success();
-    let rewritten = ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap();
+    let rewritten = rewrite_with_cli(&input, &dir.path().join("documented_la.onnx"));
 
     assert_eq!(rewritten.producer_name, model.producer_name);
     assert_eq!(rewritten.producer_version, model.producer_version);
