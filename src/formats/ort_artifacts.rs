@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::formats::Format;
 use crate::graph::build::MS_DOMAIN;
-use crate::graph::dataflow::nodes_of_type;
+use crate::graph::dataflow::{Dataflow, nodes_of_type};
 use crate::graph::names::NameGenerator;
 use crate::graph::patch;
 use crate::graph::validate::validate_model;
@@ -254,21 +254,36 @@ pub fn analyze(artifacts: &OrtArtifacts) -> Result<OrtAnalysis> {
         },
         op_type: op_type.to_string(),
     };
-    let training_inputs: std::collections::HashSet<&str> = artifacts
-        .training
-        .model
-        .graph
-        .iter()
-        .flat_map(|g| g.input.iter().map(|i| i.name()))
-        .collect();
+    // A trainable parameter comes with a gradient accumulation buffer that an
+    // InPlaceAccumulatorV2 node of the training graph accumulates into.
+    let training_graph =
+        artifacts
+            .training
+            .model
+            .graph
+            .as_ref()
+            .ok_or_else(|| Error::InvalidModel {
+                path: artifacts.dir.join(artifacts.files.training()),
+                reason: "the main graph is missing".into(),
+            })?;
+    let flow = Dataflow::build(training_graph).map_err(|d| Error::Unsupported {
+        path: artifacts.dir.join(artifacts.files.training()),
+        reason: format!("{:?} is defined more than once", d.name),
+    })?;
+    let is_input = |name: &str| training_graph.input.iter().any(|i| i.name() == name);
+    let accumulated = |param: &str| {
+        let buffer = format!("{param}{ACCUMULATION_BUFFER_SUFFIX}");
+        is_input(&buffer)
+            && flow
+                .consumers(&buffer)
+                .iter()
+                .any(|&n| training_graph.node[n].op_type() == "InPlaceAccumulatorV2")
+    };
     let trainable: Vec<String> = artifacts
         .requires_grad()
         .iter()
         .map(|t| t.name.clone())
-        .filter(|p| {
-            training_inputs.contains(p.as_str())
-                && training_inputs.contains(format!("{p}{ACCUMULATION_BUFFER_SUFFIX}").as_str())
-        })
+        .filter(|p| is_input(p) && accumulated(p))
         .collect();
     // On rewritten input, the injected PassThrough lists the parameters with slow weights.
     let wrapped = artifacts

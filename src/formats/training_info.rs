@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::generated::onnx::{
     GraphProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataType,
 };
-use crate::graph::dataflow::same_domain;
+use crate::graph::dataflow::{Dataflow, same_domain};
 
 pub const PREVIEW_TRAINING_DOMAIN: &str = "ai.onnx.preview.training";
 
@@ -106,16 +106,12 @@ fn node_label(node: &NodeProto, position: usize) -> String {
     }
 }
 
-fn producers(graph: &GraphProto) -> HashMap<&str, (usize, usize)> {
-    let mut map = HashMap::new();
-    for (i, node) in graph.node.iter().enumerate() {
-        for (slot, output) in node.output.iter().enumerate() {
-            if !output.is_empty() {
-                map.insert(output.as_str(), (i, slot));
-            }
-        }
-    }
-    map
+/// The dataflow view of one graph of the model; a name defined twice is an input defect.
+fn dataflow(graph: &GraphProto, label: &str, path: &Path) -> Result<Dataflow> {
+    Dataflow::build(graph).map_err(|d| Error::Unsupported {
+        path: path.to_path_buf(),
+        reason: format!("{label}: {:?} is defined more than once", d.name),
+    })
 }
 
 /// Finds the weights and their update nodes in every training_info entry.
@@ -128,12 +124,12 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
     };
     let main_inits: HashMap<&str, &TensorProto> =
         main.initializer.iter().map(|t| (t.name(), t)).collect();
-    let main_producers = producers(main);
+    let main_flow = dataflow(main, "graph", path)?;
     let mut analysis = TrainingInfoAnalysis::default();
     for (info_index, info) in model.training_info.iter().enumerate() {
         let empty = GraphProto::default();
         let algorithm = info.algorithm.as_ref().unwrap_or(&empty);
-        let algo_producers = producers(algorithm);
+        let algo_flow = dataflow(algorithm, &format!("algorithm[{info_index}]"), path)?;
         // Inputs in optimizer state slots: keys bound there are state even if they are floats
         // in the main graph (unusual, but then they are still not weights).
         let mut state_inputs: BTreeMap<&str, ()> = BTreeMap::new();
@@ -146,12 +142,11 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
         }
         for binding in &info.update_binding {
             let key = binding.key();
-            let (value, has_lookahead) =
-                see_through_sync(algorithm, &algo_producers, binding.value());
+            let (value, has_lookahead) = see_through_sync(algorithm, &algo_flow, binding.value());
             let init = main_inits.get(key).filter(|t| is_float_type(t.data_type()));
-            let from_algorithm = algo_producers
-                .get(value)
-                .map(|&(i, slot)| (&algorithm.node[i], i, slot));
+            let from_algorithm = algo_flow
+                .produced_by(value)
+                .map(|(i, slot)| (&algorithm.node[i], i, slot));
             let update = match from_algorithm {
                 Some((node, i, slot)) => match optimizer_layout(node) {
                     Some((kind, n)) if slot < n => {
@@ -165,7 +160,7 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
                         format!("algorithm[{info_index}]"),
                     )),
                 },
-                None => main_producers.get(value).map(|&(i, _)| {
+                None => main_flow.produced_by(value).map(|(i, _)| {
                     (
                         UpdateKind::Arithmetic,
                         &main.node[i],
@@ -209,10 +204,10 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
 /// a rewritten model reports the original update (and that Lookahead wraps it).
 fn see_through_sync<'g>(
     algorithm: &'g GraphProto,
-    producers: &HashMap<&str, (usize, usize)>,
+    flow: &Dataflow,
     value: &'g str,
 ) -> (&'g str, bool) {
-    let Some(&(i, slot)) = producers.get(value) else {
+    let Some((i, slot)) = flow.produced_by(value) else {
         return (value, false);
     };
     let node = &algorithm.node[i];

@@ -2,7 +2,7 @@
 //! its producer to each consumer (explicit inputs and names read by subgraphs). Graph inputs and
 //! initializers have no producer. Built once per graph; passes query it, they do not edit it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -37,7 +37,6 @@ pub struct Dataflow {
     index: Vec<NodeIndex>,
     sources: HashMap<String, Source>,
     consumers: HashMap<String, Vec<usize>>,
-    graph_outputs: HashSet<String>,
 }
 
 impl Dataflow {
@@ -86,13 +85,11 @@ impl Dataflow {
                 consumers.entry(name).or_default().push(i);
             }
         }
-        let graph_outputs = graph.output.iter().map(|o| o.name().to_string()).collect();
         Ok(Dataflow {
             dag,
             index,
             sources,
             consumers,
-            graph_outputs,
         })
     }
 
@@ -100,10 +97,10 @@ impl Dataflow {
         self.sources.get(name).copied().unwrap_or(Source::Outer)
     }
 
-    /// The node producing `name`, if a node does.
-    pub fn producer(&self, name: &str) -> Option<usize> {
+    /// The node (position in GraphProto.node) and output slot producing `name`, if a node does.
+    pub fn produced_by(&self, name: &str) -> Option<(usize, usize)> {
         match self.source(name) {
-            Source::Node { node, .. } => Some(node),
+            Source::Node { node, slot } => Some((node, slot)),
             _ => None,
         }
     }
@@ -113,46 +110,13 @@ impl Dataflow {
         self.consumers.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    pub fn is_graph_output(&self, name: &str) -> bool {
-        self.graph_outputs.contains(name)
-    }
-
-    /// Nodes whose results `node` depends on, directly.
-    pub fn predecessors(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
+    /// The distinct nodes whose results `node` reads (directly), in graph order.
+    pub fn dependencies(&self, node: usize) -> BTreeSet<usize> {
         self.dag
             .edges_directed(self.index[node], Direction::Incoming)
             .map(|e| self.dag[e.source()])
-    }
-
-    /// Every node that (transitively) depends on one of the `seeds` tensor names.
-    pub fn downstream_of(&self, seeds: &[&str]) -> BTreeSet<usize> {
-        let mut stack: Vec<usize> = seeds
-            .iter()
-            .flat_map(|s| self.consumers(s).iter().copied())
-            .collect();
-        let mut seen = BTreeSet::new();
-        while let Some(n) = stack.pop() {
-            if seen.insert(n) {
-                stack.extend(
-                    self.dag
-                        .neighbors_directed(self.index[n], Direction::Outgoing)
-                        .map(|ix| self.dag[ix]),
-                );
-            }
-        }
-        seen
-    }
-
-    /// Every node that `targets` (transitively) depend on, including the targets' producers.
-    pub fn upstream_of(&self, targets: &[&str]) -> BTreeSet<usize> {
-        let mut stack: Vec<usize> = targets.iter().filter_map(|t| self.producer(t)).collect();
-        let mut seen = BTreeSet::new();
-        while let Some(n) = stack.pop() {
-            if seen.insert(n) {
-                stack.extend(self.predecessors(n));
-            }
-        }
-        seen
+            .filter(|&p| p != node)
+            .collect()
     }
 }
 

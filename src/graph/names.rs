@@ -54,10 +54,6 @@ impl NameGenerator {
         self.used.extend(names.into_iter().map(Into::into));
     }
 
-    pub fn is_used(&self, name: &str) -> bool {
-        self.used.contains(name)
-    }
-
     /// The first used name that starts with `prefix` (names are kept sorted).
     pub fn first_with_prefix(&self, prefix: &str) -> Option<&str> {
         self.used

@@ -5,47 +5,52 @@
 //! just before its first consumer needs it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
-use crate::generated::onnx::NodeProto;
-use crate::graph::scope::node_reads;
+use crate::generated::onnx::{GraphProto, NodeProto};
+use crate::graph::dataflow::Dataflow;
 
-/// The nodes (by name of one of their outputs) that form a cycle.
+/// Why nodes cannot be ordered: a cycle (the nodes stuck in it), or a name produced twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cycle {
-    pub nodes: Vec<String>,
+pub enum OrderError {
+    Cycle(Vec<String>),
+    DefinedTwice(String),
+}
+
+impl std::fmt::Display for OrderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrderError::Cycle(nodes) => write!(f, "a cycle through {}", nodes.join(", ")),
+            OrderError::DefinedTwice(name) => write!(f, "{name:?} is produced by two nodes"),
+        }
+    }
 }
 
 /// Sorts `nodes` topologically; among ready nodes the smallest `rank` goes first. Names not
 /// produced by any node of the list (graph inputs, initializers, outer scope) impose no order.
-pub fn sort_preserving(nodes: Vec<NodeProto>, ranks: &[u64]) -> Result<Vec<NodeProto>, Cycle> {
+/// Dependencies come from the dataflow view, so subgraph reads order nodes too.
+pub fn sort_preserving(nodes: Vec<NodeProto>, ranks: &[u64]) -> Result<Vec<NodeProto>, OrderError> {
     assert_eq!(nodes.len(), ranks.len(), "one rank per node");
-    let mut producer: HashMap<&str, usize> = HashMap::new();
-    for (i, node) in nodes.iter().enumerate() {
-        for output in node.output.iter().filter(|o| !o.is_empty()) {
-            producer.insert(output.as_str(), i);
-        }
-    }
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
-    let mut missing: Vec<usize> = vec![0; nodes.len()];
-    for (i, node) in nodes.iter().enumerate() {
-        let mut deps: Vec<usize> = node_reads(node)
-            .iter()
-            .filter_map(|name| producer.get(name.as_str()).copied())
-            .filter(|&p| p != i)
-            .collect();
-        deps.sort_unstable();
-        deps.dedup();
-        missing[i] = deps.len();
+    let graph = GraphProto {
+        node: nodes,
+        ..Default::default()
+    };
+    let dataflow = Dataflow::build(&graph).map_err(|d| OrderError::DefinedTwice(d.name))?;
+    let count = graph.node.len();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
+    let mut missing: Vec<usize> = vec![0; count];
+    for (i, pending) in missing.iter_mut().enumerate() {
+        let deps = dataflow.dependencies(i);
+        *pending = deps.len();
         for p in deps {
             dependents[p].push(i);
         }
     }
-    let mut ready: BinaryHeap<Reverse<(u64, usize)>> = (0..nodes.len())
+    let mut ready: BinaryHeap<Reverse<(u64, usize)>> = (0..count)
         .filter(|&i| missing[i] == 0)
         .map(|i| Reverse((ranks[i], i)))
         .collect();
-    let mut order = Vec::with_capacity(nodes.len());
+    let mut order = Vec::with_capacity(count);
     while let Some(Reverse((_, i))) = ready.pop() {
         order.push(i);
         for &d in &dependents[i] {
@@ -55,14 +60,14 @@ pub fn sort_preserving(nodes: Vec<NodeProto>, ranks: &[u64]) -> Result<Vec<NodeP
             }
         }
     }
-    if order.len() != nodes.len() {
-        let stuck = (0..nodes.len())
+    if order.len() != count {
+        let stuck = (0..count)
             .filter(|&i| missing[i] > 0)
-            .map(|i| describe(&nodes[i]))
+            .map(|i| describe(&graph.node[i]))
             .collect();
-        return Err(Cycle { nodes: stuck });
+        return Err(OrderError::Cycle(stuck));
     }
-    let mut slots: Vec<Option<NodeProto>> = nodes.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<NodeProto>> = graph.node.into_iter().map(Some).collect();
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
@@ -118,6 +123,6 @@ mod tests {
     fn cycle_is_reported() {
         let nodes = vec![node("a", &["b"], &["a"]), node("b", &["a"], &["b"])];
         let err = sort_preserving(nodes, &[0, 1]).unwrap_err();
-        assert_eq!(err.nodes.len(), 2);
+        assert_eq!(err, OrderError::Cycle(vec!["a".into(), "b".into()]));
     }
 }

@@ -199,12 +199,9 @@ fn apply_graph_edits(graph: &mut GraphProto, edits: Vec<GraphEdit>, id: GraphId)
         })
         .collect();
     nodes.extend(added);
-    graph.node = sort_preserving(nodes, &ranks).map_err(|cycle| Error::Validation {
+    graph.node = sort_preserving(nodes, &ranks).map_err(|e| Error::Validation {
         graph: format!("{id:?}"),
-        reason: format!(
-            "the patched graph has a cycle through {}",
-            cycle.nodes.join(", ")
-        ),
+        reason: format!("the patched graph cannot be ordered: {e}"),
     })?;
     Ok(())
 }

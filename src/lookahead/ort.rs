@@ -231,6 +231,18 @@ struct LookaheadState<'a> {
     step: &'a str,
 }
 
+impl LookaheadState<'_> {
+    /// (parameter, slow weight) for the parameters that are inputs of `model`.
+    fn pairs_in(&self, model: &ModelProto) -> Vec<(String, String)> {
+        self.wrapped
+            .iter()
+            .zip(self.slow)
+            .filter(|(p, _)| input_info(model, p).is_some())
+            .map(|(p, s)| (p.clone(), s.clone()))
+            .collect()
+    }
+}
+
 fn plan_training(
     model: &ModelProto,
     state: &LookaheadState,
@@ -239,14 +251,10 @@ fn plan_training(
     names: &mut NameGenerator,
     path: &Path,
 ) -> Result<ModelPatch> {
-    let LookaheadState {
-        wrapped,
-        slow,
-        step,
-    } = *state;
+    let (wrapped, step) = (state.wrapped, state.step);
     let g = GraphId::Main;
     let mut patch = ModelPatch::default();
-    let pairs: Vec<(String, String)> = wrapped.iter().cloned().zip(slow.iter().cloned()).collect();
+    let pairs = state.pairs_in(model);
     let (at_boundary, period) = add_state_inputs(model, &mut patch, &pairs, step, options, names);
 
     let flag_true = fresh(names, "true");
@@ -507,20 +515,11 @@ fn plan_eval(
     names: &mut NameGenerator,
     path: &Path,
 ) -> Result<ModelPatch> {
-    let LookaheadState {
-        wrapped,
-        slow,
-        step,
-    } = *state;
+    let step = state.step;
     let g = GraphId::Main;
     let mut patch = ModelPatch::default();
     // Parameters the eval graph reads (a parameter used only by the loss's backward may not be).
-    let pairs: Vec<(String, String)> = wrapped
-        .iter()
-        .zip(slow)
-        .filter(|(p, _)| input_info(model, p).is_some())
-        .map(|(p, s)| (p.clone(), s.clone()))
-        .collect();
+    let pairs = state.pairs_in(model);
     patch.metadata = options.metadata();
     if pairs.is_empty() {
         return Ok(patch);
