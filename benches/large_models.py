@@ -555,8 +555,9 @@ def check_ti_output(bench: Bench, case: str, out: Path, big: list[BigTensor], ex
 # ---------------------------------------------------------------------------------------------
 
 
-def case_ti_inline(bench: Bench, tool: Path, work: Path, gib: float):
-    case = "ti-inline"
+def inline_training_info_input(bench: Bench, work: Path, case: str, gib: float):
+    """A fresh case folder holding model.onnx with ~gib GiB of inline weights.
+    Returns (folder, model path, its size, the big weights)."""
     folder = work / case
     folder.mkdir()
     widths = square_widths(gib * GiB, 4)
@@ -568,6 +569,12 @@ def case_ti_inline(bench: Bench, tool: Path, work: Path, gib: float):
     bench.info["cases"][case] = {"widths": widths, "input_bytes": size,
                                  "generate_s": round(time.perf_counter() - start, 2)}
     print(f"[{case}] {src} {size / GiB:.3f} GiB, widths {widths}", flush=True)
+    return folder, src, size, big
+
+
+def case_ti_inline(bench: Bench, tool: Path, work: Path, gib: float):
+    case = "ti-inline"
+    folder, src, size, big = inline_training_info_input(bench, work, case, gib)
     out = folder / "rewritten.onnx"
     cp, cp_sync = bench.baselines(case, src, folder, "cp input")
     rows = [
@@ -588,17 +595,7 @@ def case_ti_inline(bench: Bench, tool: Path, work: Path, gib: float):
 
 def case_ti_limit(bench: Bench, tool: Path, work: Path, gib: float):
     case = "ti-limit"
-    folder = work / case
-    folder.mkdir()
-    widths = square_widths(gib * GiB, 4)
-    model, big = training_info_model(widths)
-    src = folder / "model.onnx"
-    start = time.perf_counter()
-    write_inline(model, big, src)
-    size = size_of(src)
-    bench.info["cases"][case] = {"widths": widths, "input_bytes": size,
-                                 "generate_s": round(time.perf_counter() - start, 2)}
-    print(f"[{case}] {src} {size / GiB:.3f} GiB, widths {widths}", flush=True)
+    folder, src, size, _ = inline_training_info_input(bench, work, case, gib)
     out = folder / "rewritten.onnx"
     cp, cp_sync = bench.baselines(case, src, folder, "cp input")
     row = bench.measure(case, "onnx-lookahead rewrite (refused)",
