@@ -76,6 +76,14 @@ pub enum Error {
     #[error("{}: checkpoint would be about {size} bytes, over the FlatBuffers limit of 2 GiB; keep large tensors in the external data file", path.display())]
     CheckpointTooLarge { path: PathBuf, size: u64 },
 
+    /// A tensor's type, dims and values do not agree.
+    #[error("{}: tensor {tensor:?} {reason}", path.display())]
+    InvalidTensor {
+        path: PathBuf,
+        tensor: String,
+        reason: String,
+    },
+
     /// An external-data reference is malformed, escapes the model directory, or is out of range.
     #[error("{}: external data of tensor {tensor}: {reason}", path.display())]
     ExternalData {
@@ -88,9 +96,22 @@ pub enum Error {
     #[error("{} already exists; pass --force to overwrite", path.display())]
     OutputExists { path: PathBuf },
 
-    /// The output path is the input (or inside it); the input is never modified.
-    #[error("{}: the output would overwrite or go inside the input", path.display())]
-    OutputIsInput { path: PathBuf },
+    /// The output path is, contains, or lies inside an input; the input is never modified.
+    #[error("{}: refused as output: {reason}", path.display())]
+    OutputIsInput { path: PathBuf, reason: String },
+
+    /// The output path cannot name a new file or folder (it ends in `..`, its folder is missing).
+    #[error("{}: cannot be used as output: {reason}", path.display())]
+    BadOutputPath { path: PathBuf, reason: String },
+
+    /// The output exists and the tool will not replace it.
+    #[error("{}: not replaced: {reason}", path.display())]
+    OutputRefused { path: PathBuf, reason: String },
+
+    /// A path that must be a regular file is a FIFO, device, socket or directory; it is never
+    /// opened for reading (a FIFO would block, a device stream without end).
+    #[error("{}: is a {kind}, not a regular file", path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -14,6 +14,8 @@ use onnx_lookahead::{Error, Options, RewriteOptions};
 /// failures so scripts can retry with --allow-lossy deliberately.
 const EXIT_LOSSY: u8 = 3;
 const EXIT_FAILURE: u8 = 1;
+/// Exit code after an interrupting signal (the shell convention for SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +26,7 @@ const EXIT_FAILURE: u8 = 1;
                   with ONNX training_info) so that an unmodified training loop trains them with Lookahead \
                   (k steps forward, 1 step back) around their own optimizer."
 )]
+#[command(arg_required_else_help = false)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,10 +42,10 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
         /// Sync period k: slow weights are updated every k optimizer steps (integer >= 1).
-        #[arg(short = 'k', long = "sync-period", default_value_t = 5)]
+        #[arg(short = 'k', long = "sync-period", default_value = "5", allow_negative_numbers = true, value_parser = parse_k)]
         k: u64,
         /// Slow-weight step size alpha (0 < alpha <= 1).
-        #[arg(short, long, default_value_t = 0.5, allow_negative_numbers = true)]
+        #[arg(short, long, default_value = "0.5", allow_negative_numbers = true, value_parser = parse_alpha)]
         alpha: f64,
         /// Replace an existing output.
         #[arg(long)]
@@ -72,8 +75,50 @@ enum ReportFormat {
     Json,
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+/// k as given: a whole number; negative numbers and numbers past u64 get a message that says so
+/// (the range each format's counter can hold is checked by the library).
+fn parse_k(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    if let Ok(k) = trimmed.parse::<u64>() {
+        return Ok(k);
+    }
+    if trimmed.parse::<i128>().is_ok_and(|k| k < 0) {
+        return Err("k must be an integer >= 1".into());
+    }
+    if !trimmed.is_empty()
+        && trimmed
+            .trim_start_matches('+')
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("k must be at most {}", u64::MAX));
+    }
+    Err(format!("{text:?} is not a whole number"))
+}
+
+/// alpha as given: a number whose decimal text is not zero but which rounds to 0 as a double
+/// (1e-400) is refused here, where the text is still known.
+fn parse_alpha(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    let written_as_zero = text
+        .trim()
+        .trim_start_matches(['+', '-'])
+        .split(['e', 'E'])
+        .next()
+        .is_some_and(|mantissa| mantissa.chars().all(|c| c == '0' || c == '.'));
+    if value == 0.0 && !written_as_zero {
+        return Err(format!(
+            "{text} is too small for a double-precision number (it would be stored as 0)"
+        ));
+    }
+    Ok(value)
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Rewrite {
             input,
             output,
@@ -129,7 +174,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Exit code for bad command-line usage (clap's convention).
 const EXIT_USAGE: u8 = 2;
 
+/// Prints a clap error as one `error:` line (its first paragraph joined), followed by clap's tips
+/// and usage hint on their own lines.
+fn print_usage_error(rendered: &str) {
+    let mut lines = rendered.lines();
+    let first: Vec<&str> = lines
+        .by_ref()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("{}", first.join(" "));
+    let rest: Vec<&str> = lines.collect();
+    let rest = rest.join("\n");
+    if !rest.trim().is_empty() {
+        eprintln!("\n{}", rest.trim_end());
+    }
+}
+
 fn main() -> ExitCode {
+    onnx_lookahead::io::interrupt::install_handlers();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
@@ -138,19 +201,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            // clap's message starts with "error: "; keep its first paragraph on one line, drop
-            // the usage and tips that follow.
-            let rendered = err.to_string();
-            let paragraph: Vec<&str> = rendered
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            eprintln!("{}", paragraph.join(" "));
+            print_usage_error(&err.render().to_string());
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match run(cli) {
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the context chain joined, newlines flattened.
@@ -162,7 +217,13 @@ fn main() -> ExitCode {
                     Some(Error::UnknownFields { .. })
                 )
             });
-            ExitCode::from(if lossy { EXIT_LOSSY } else { EXIT_FAILURE })
+            ExitCode::from(if onnx_lookahead::io::interrupt::requested() {
+                EXIT_INTERRUPTED
+            } else if lossy {
+                EXIT_LOSSY
+            } else {
+                EXIT_FAILURE
+            })
         }
     }
 }

@@ -13,6 +13,8 @@ use crate::graph::validate::validate_model;
 use crate::inspect::{self, LookaheadReport, NodeRef, ParameterReport, Report};
 use crate::io::external_data::{check_external_data, stage_external_files};
 use crate::io::model::{ModelFile, encoded_len_checked, load_model, write_model};
+use crate::io::output::{InputPaths, check_output};
+use crate::io::tensor_check::check_model_tensors;
 use crate::lookahead::{self, NAME_PREFIX, Options, marker};
 
 /// What `rewrite` should do besides Lookahead's own options.
@@ -43,12 +45,9 @@ pub struct RewriteSummary {
 
 /// Rewrites `input` (a model file or an ORT artifacts directory) into `output`.
 pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<RewriteSummary> {
-    let directory_format = formats::detect_path(input)?;
-    refuse_output_onto_input(input, output)?;
-    if directory_format == Some(Format::OrtArtifacts) {
+    if formats::detect_path(input)? == Some(Format::OrtArtifacts) {
         return crate::formats::ort_artifacts::rewrite(input, output, options);
     }
-    crate::io::atomic::check_destination(output, options.force)?;
     let file = load_model(input)?;
     match formats::detect_model(&file.model) {
         Format::TrainingInfo => rewrite_training_info(file, output, options),
@@ -180,27 +179,20 @@ fn looks_like_ort_training_graph(model: &ModelProto) -> bool {
     })
 }
 
-/// The input is never modified: refuse an output that is the input itself or, for an artifacts
-/// directory, lies inside it.
-fn refuse_output_onto_input(input: &Path, output: &Path) -> Result<()> {
-    let Ok(input) = input.canonicalize() else {
-        return Ok(()); // a missing input fails later with its own message
-    };
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let resolved = match (parent.canonicalize(), output.file_name()) {
-        (Ok(dir), Some(name)) => dir.join(name),
-        _ => return Ok(()), // an unwritable destination fails later with its own message
-    };
-    let onto = resolved == input || output.canonicalize().is_ok_and(|o| o == input);
-    if onto || (input.is_dir() && resolved.starts_with(&input)) {
-        return Err(Error::OutputIsInput {
-            path: output.to_path_buf(),
-        });
+/// Whether an existing file at `path` may be replaced by a model output under --force: only an
+/// ONNX model (an earlier output) is.
+pub(crate) fn replaceable_model_file(path: &Path) -> std::result::Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err("it is a directory".into()),
+        Ok(meta) if !meta.is_file() => Err(format!(
+            "it is a {}",
+            crate::io::fs::kind_name(meta.file_type())
+        )),
+        Ok(_) => load_model(path)
+            .map(drop)
+            .map_err(|_| "it is not an ONNX model".into()),
+        Err(e) => Err(format!("it cannot be read ({e})")),
     }
-    Ok(())
 }
 
 /// Refuses inputs this tool already rewrote, and inputs that use the tool's name prefix.
@@ -235,10 +227,23 @@ fn rewrite_training_info(
     options: &RewriteOptions,
 ) -> Result<RewriteSummary> {
     let path = file.path.clone();
+    if i64::try_from(options.lookahead.k).is_err() {
+        return Err(Error::InvalidOption(format!(
+            "k must be at most {} for training_info models (the step counter is int64), got {}",
+            i64::MAX,
+            options.lookahead.k
+        )));
+    }
     file.ensure_lossless(options.allow_lossy)?;
     let names = NameGenerator::for_model(&file.model);
     refuse_rewritten(&file.model, &path, &names)?;
+    check_model_tensors(&file.model, &path)?;
     let external_files = check_external_data(&path, &file.model)?;
+    let mut inputs = InputPaths::new();
+    inputs.add(&path);
+    for data in &external_files {
+        inputs.add(&data.resolved);
+    }
     validate_model(&file.model).map_err(|e| Error::Unsupported {
         path: path.clone(),
         reason: format!("the input breaks an ONNX rule: {e}"),
@@ -258,9 +263,10 @@ fn rewrite_training_info(
     patch::apply(&mut model, plan)?;
     validate_model(&model)?;
     // Everything that can be refused is checked before the first byte is written: the size
-    // limit, then existing destinations. External data is staged and appears only after the
-    // model was written.
+    // limit, the destination, then the external data files; those are staged and appear only
+    // together with the model.
     encoded_len_checked(&model, output)?;
+    check_output(output, &inputs, options.force, &replaceable_model_file)?;
     let from_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -269,12 +275,8 @@ fn rewrite_training_info(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let staged = stage_external_files(&external_files, from_dir, to_dir, options.force)?;
-    write_model(&model, output, options.force)?;
-    if let Err(e) = staged.commit() {
-        let _ = std::fs::remove_file(output);
-        return Err(e);
-    }
+    let staged = stage_external_files(&external_files, from_dir, to_dir)?;
+    staged.commit_with(|| write_model(&model, output, options.force))?;
     Ok(RewriteSummary {
         format: Format::TrainingInfo,
         output: output.to_path_buf(),
@@ -293,7 +295,7 @@ pub fn dump(input: &Path) -> Result<String> {
             [TRAINING_MODEL, EVAL_MODEL, OPTIMIZER_MODEL]
                 .into_iter()
                 .map(|f| (f.to_string(), input.join(f)))
-                .filter(|(_, p)| p.is_file())
+                .filter(|(_, p)| std::fs::symlink_metadata(p).is_ok())
                 .collect()
         } else {
             vec![(String::new(), input.to_path_buf())]

@@ -4,79 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use prost::Message;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
-
-fn tool() -> Command {
-    Command::cargo_bin("onnx-lookahead").expect("binary is built")
-}
-
-/// Runs the tool expecting success.
-fn run_ok(args: &[&str]) {
-    tool().args(args).assert().success();
-}
-
-/// Runs the tool expecting failure; returns stderr after checking the error contract.
-fn expect_error(args: &[&str], code: i32) -> String {
-    let output = tool().args(args).output().expect("runs");
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "args {args:?}, stderr: {stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "exactly one line on stderr, got: {stderr:?}"
-    );
-    assert!(
-        lines[0].starts_with("error: "),
-        "starts with `error: `: {stderr:?}"
-    );
-    assert!(!stderr.contains("panicked"), "no panic: {stderr}");
-    stderr
-}
-
-fn digest(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    if path.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(path)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for e in entries {
-            files.extend(digest(&e));
-        }
-    } else {
-        files.push((path.to_path_buf(), std::fs::read(path).unwrap()));
-    }
-    files
-}
-
-/// Nothing but what was there before is left in `dir` (no partial output, no temp files).
-fn assert_dir_entries(dir: &Path, expected: &[&str]) {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
-    expected.sort();
-    assert_eq!(names, expected);
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
+mod common;
+use common::*;
 
 #[test]
 fn missing_empty_random_and_truncated_inputs_fail_cleanly() {
@@ -202,31 +133,26 @@ fn rewrite_then_rewrite_again_is_refused() {
 }
 
 #[test]
-fn existing_output_needs_force() {
+fn existing_output_needs_force_and_must_be_an_earlier_output() {
     let dir = tmp();
     let input = fixture("training_info_sgd.onnx");
     let out = dir.path().join("out.onnx");
-    std::fs::write(&out, b"keep me").unwrap();
-    let err = expect_error(
-        &[
-            "rewrite",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        1,
-    );
+    run_ok(&["rewrite", arg(&input), "-o", arg(&out), "-k", "3"]);
+    let earlier = std::fs::read(&out).unwrap();
+    let err = expect_error(&["rewrite", arg(&input), "-o", arg(&out)], 1);
     assert!(err.contains("--force"), "{err}");
-    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-    run_ok(&[
-        "rewrite",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--force",
-    ]);
-    assert_ne!(std::fs::read(&out).unwrap(), b"keep me");
+    assert_eq!(std::fs::read(&out).unwrap(), earlier);
+    // An earlier output (an ONNX model) is replaced with --force.
+    run_ok(&["rewrite", arg(&input), "-o", arg(&out), "--force"]);
+    assert_ne!(std::fs::read(&out).unwrap(), earlier);
     assert_dir_entries(dir.path(), &["out.onnx"]);
+    // Anything else is not, even with --force.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, b"keep me").unwrap();
+    let err = expect_error(&["rewrite", arg(&input), "-o", arg(&notes), "--force"], 1);
+    assert!(err.contains("not an ONNX model"), "{err}");
+    assert_eq!(std::fs::read(&notes).unwrap(), b"keep me");
+    assert_dir_entries(dir.path(), &["notes.txt", "out.onnx"]);
 }
 
 #[test]
@@ -452,14 +378,6 @@ fn ort_rewrite_and_inspect_report_lookahead() {
         1,
     );
     assert!(err.contains("already rewritten"), "{err}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 #[test]

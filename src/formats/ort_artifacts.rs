@@ -24,6 +24,8 @@ use crate::io::checkpoint::{
 };
 use crate::io::external_data::check_external_data;
 use crate::io::model::{ModelFile, load_model, write_model};
+use crate::io::output::{InputPaths, check_output};
+use crate::io::tensor_check::check_model_tensors;
 use crate::lookahead::ort::{NewParamValue, OrtPlan};
 use crate::lookahead::{self, NAME_PREFIX, marker};
 use crate::pipeline::{RewriteOptions, RewriteSummary, lookahead_report, refuse_rewritten};
@@ -99,7 +101,7 @@ impl ArtifactFiles {
                 prefix: prefix.clone(),
             })
             .filter(|files| {
-                dir.join(files.optimizer()).is_file() && dir.join(files.checkpoint()).is_file()
+                present(&dir.join(files.optimizer())) && present(&dir.join(files.checkpoint()))
             })
             .collect();
         match complete.as_slice() {
@@ -111,7 +113,7 @@ impl ArtifactFiles {
                 let missing: Vec<String> =
                     [files.training(), files.optimizer(), files.checkpoint()]
                         .into_iter()
-                        .filter(|f| !dir.join(f).is_file())
+                        .filter(|f| !present(&dir.join(f)))
                         .collect();
                 Err(format!(
                     "a directory input must hold ONNX Runtime training artifacts; missing {}",
@@ -129,6 +131,12 @@ impl ArtifactFiles {
             )),
         }
     }
+}
+
+/// Whether a directory entry is there, whatever its type: a FIFO or a dangling link in place of an
+/// artifact file must fail when it is read, not be taken for a missing optional file.
+fn present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
 }
 
 /// Optimizer operators the ORT training API runs, and the names users know them by.
@@ -168,7 +176,7 @@ pub fn load(dir: &Path) -> Result<OrtArtifacts> {
     Ok(OrtArtifacts {
         dir: dir.to_path_buf(),
         training: load_model(&dir.join(files.training()))?,
-        eval: if eval_path.is_file() {
+        eval: if present(&eval_path) {
             Some(load_model(&eval_path)?)
         } else {
             None
@@ -349,8 +357,136 @@ pub fn inspect(dir: &Path) -> Result<Report> {
     })
 }
 
+/// The lowest ai.onnx opset with every standard operator the injected nodes use (Equal on
+/// floats needs 11).
+const MIN_DEFAULT_OPSET: i64 = 11;
+
+/// The operator domains of the nodes a patch adds, subgraphs included ("" for ai.onnx).
+fn domains_used(patch: &patch::ModelPatch) -> std::collections::BTreeSet<String> {
+    fn visit(
+        node: &crate::generated::onnx::NodeProto,
+        into: &mut std::collections::BTreeSet<String>,
+    ) {
+        let domain = if node.domain() == "ai.onnx" {
+            ""
+        } else {
+            node.domain()
+        };
+        into.insert(domain.to_string());
+        for graph in crate::graph::scope::subgraphs(node) {
+            graph.node.iter().for_each(|n| visit(n, into));
+        }
+    }
+    let mut domains = std::collections::BTreeSet::new();
+    patch
+        .added_nodes()
+        .for_each(|(_, node)| visit(node, &mut domains));
+    domains
+}
+
+/// The opset imports the patch's nodes need in `file`'s model: an ai.onnx import when the model
+/// has none (the newest opset its IR version allows, at least 11) and com.microsoft when absent.
+/// An existing ai.onnx import below 11 is refused: raising it would change what the model's own
+/// nodes mean.
+fn opsets_for_injected_nodes(
+    file: &ModelFile,
+    patch: &patch::ModelPatch,
+) -> Result<Vec<(String, i64)>> {
+    let model = &file.model;
+    let used = domains_used(patch);
+    let imported = |domain: &str| {
+        model
+            .opset_import
+            .iter()
+            .find(|o| crate::graph::dataflow::same_domain(o.domain(), domain))
+            .map(|o| o.version())
+    };
+    let mut opsets = Vec::new();
+    match imported("").filter(|_| used.contains("")) {
+        _ if !used.contains("") => {}
+        Some(version) if version < MIN_DEFAULT_OPSET => {
+            return Err(Error::Unsupported {
+                path: file.path.clone(),
+                reason: format!(
+                    "the model imports ai.onnx opset {version}; the injected nodes need opset >= {MIN_DEFAULT_OPSET}"
+                ),
+            });
+        }
+        Some(_) => {}
+        None => {
+            // The newest opset each IR version was released with (onnx/helper.py VERSION_TABLE).
+            let version = match model.ir_version() {
+                ..=5 => {
+                    return Err(Error::Unsupported {
+                        path: file.path.clone(),
+                        reason: format!(
+                            "the model imports no ai.onnx opset and has IR version {}; the injected nodes need opset >= {MIN_DEFAULT_OPSET} (IR version >= 6)",
+                            model.ir_version()
+                        ),
+                    });
+                }
+                6 => 11,
+                7 => 13,
+                8 => 17,
+                9 => 20,
+                _ => 21,
+            };
+            opsets.push((String::new(), version));
+        }
+    }
+    if used.contains(MS_DOMAIN) && imported(MS_DOMAIN).is_none() {
+        opsets.push((MS_DOMAIN.to_string(), 1));
+    }
+    Ok(opsets)
+}
+
+/// Whether an existing directory may be replaced by the rewrite of `input` under --force: only a
+/// directory that holds one artifacts set and nothing else, except entries the rewrite would copy
+/// from `input` again unchanged.
+fn replaceable_artifacts(existing: &Path, input: &Path) -> std::result::Result<(), String> {
+    let meta = std::fs::metadata(existing).map_err(|e| format!("it cannot be read ({e})"))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "it is a {}, not an artifacts folder",
+            crate::io::fs::kind_name(meta.file_type())
+        ));
+    }
+    let files = ArtifactFiles::find(existing)
+        .map_err(|_| "it does not hold a set of training artifacts".to_string())?;
+    let mut own = vec![
+        files.training(),
+        files.eval(),
+        files.optimizer(),
+        files.checkpoint(),
+        files.checkpoint_data(),
+    ];
+    own.extend(files.stale_after_rewrite());
+    let entries = std::fs::read_dir(existing).map_err(|e| format!("it cannot be listed ({e})"))?;
+    for entry in entries {
+        let name = entry
+            .map_err(|e| format!("it cannot be listed ({e})"))?
+            .file_name();
+        if own.iter().any(|f| name == f.as_str()) {
+            continue;
+        }
+        let unchanged = crate::io::fs::same_tree(&input.join(&name), &existing.join(&name))
+            .map_err(|e| e.to_string())?;
+        if !unchanged {
+            return Err(format!(
+                "it holds {:?}, which is not part of an artifacts set",
+                name.to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<RewriteSummary> {
-    let staged = StagedDir::new(output, options.force)?;
+    let mut inputs = InputPaths::new();
+    inputs.add_tree(dir);
+    check_output(output, &inputs, options.force, &|existing| {
+        replaceable_artifacts(existing, dir)
+    })?;
     let artifacts = load(dir)?;
     let mut names = NameGenerator::empty();
     for (_, file) in artifacts.models() {
@@ -366,6 +502,7 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     );
     for (label, file) in artifacts.models() {
         refuse_rewritten(&file.model, &dir.join(&label), &names)?;
+        check_model_tensors(&file.model, &dir.join(&label))?;
         // External data files of the models are copied along with the directory; check them first.
         check_external_data(&dir.join(&label), &file.model)?;
     }
@@ -396,11 +533,15 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     let injected_nodes = plan.training.added_nodes().count()
         + plan.eval.as_ref().map_or(0, |p| p.added_nodes().count());
     let OrtPlan {
-        training: training_patch,
-        eval: eval_patch,
+        training: mut training_patch,
+        eval: mut eval_patch,
         new_frozen_params,
         wrapped,
     } = plan;
+    training_patch.opsets = opsets_for_injected_nodes(&artifacts.training, &training_patch)?;
+    if let (Some(file), Some(p)) = (&artifacts.eval, eval_patch.as_mut()) {
+        p.opsets = opsets_for_injected_nodes(file, p)?;
+    }
 
     let mut training = artifacts.training.model.clone();
     patch::apply(&mut training, training_patch)?;
@@ -425,6 +566,7 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     ];
     let stale = files.stale_after_rewrite();
     not_copied.extend(stale.iter().cloned());
+    let staged = StagedDir::new(output, options.force)?;
     copy_entries_except(dir, staged.path(), &not_copied)?;
     write_model(&training, &staged.path().join(files.training()), true)?;
     if let Some(eval) = &eval {
@@ -490,7 +632,7 @@ fn with_new_frozen_params(
 
 /// Copies every entry of the artifacts directory except `skip` (the files the rewrite writes
 /// itself, and stale forms of them): the optimizer model and any other file or folder come out
-/// byte for byte.
+/// byte for byte (links as links; special files are refused).
 fn copy_entries_except(from: &Path, to: &Path, skip: &[String]) -> Result<()> {
     let entries = std::fs::read_dir(from).map_err(|e| Error::io("cannot list", from, e))?;
     for entry in entries {
@@ -499,21 +641,7 @@ fn copy_entries_except(from: &Path, to: &Path, skip: &[String]) -> Result<()> {
         if skip.iter().any(|s| name == s.as_str()) {
             continue;
         }
-        copy_recursive(&entry.path(), &to.join(&name))?;
-    }
-    Ok(())
-}
-
-fn copy_recursive(from: &Path, to: &Path) -> Result<()> {
-    let meta = std::fs::metadata(from).map_err(|e| Error::io("cannot read", from, e))?;
-    if meta.is_dir() {
-        std::fs::create_dir_all(to).map_err(|e| Error::io("cannot create", to, e))?;
-        for entry in std::fs::read_dir(from).map_err(|e| Error::io("cannot list", from, e))? {
-            let entry = entry.map_err(|e| Error::io("cannot list", from, e))?;
-            copy_recursive(&entry.path(), &to.join(entry.file_name()))?;
-        }
-    } else {
-        std::fs::copy(from, to).map_err(|e| Error::io("cannot copy", from, e))?;
+        crate::io::fs::copy_entry(&entry.path(), &to.join(&name))?;
     }
     Ok(())
 }

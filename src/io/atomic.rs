@@ -52,16 +52,21 @@ pub fn write_file_with(
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(|e| Error::io("cannot create a temporary file in", &dir, e))?;
-    fill(tmp.as_file_mut()).map_err(|e| Error::io("cannot write", tmp.path().to_path_buf(), e))?;
+    // Errors name the destination: the temporary file is an implementation detail, removed
+    // when `tmp` is dropped.
+    fill(tmp.as_file_mut()).map_err(|e| Error::io("cannot write", path, e))?;
     tmp.as_file()
         .sync_all()
-        .map_err(|e| Error::io("cannot sync", tmp.path().to_path_buf(), e))?;
+        .map_err(|e| Error::io("cannot write", path, e))?;
+    crate::io::interrupt::check().map_err(|e| Error::io("cannot write", path, e))?;
     let persisted = if overwrite {
         tmp.persist(path).map(|_| ())
     } else {
         tmp.persist_noclobber(path).map(|_| ())
     };
-    persisted.map_err(|e| Error::io("cannot rename into place", path, e.error))
+    persisted.map_err(|e| Error::io("cannot rename into place", path, e.error))?;
+    sync_dir(&dir);
+    Ok(())
 }
 
 /// A directory being assembled next to its destination; `commit` renames it into place.
@@ -95,11 +100,15 @@ impl StagedDir {
     }
 
     /// Moves the finished directory to its destination. An existing destination (allowed by
-    /// `overwrite`) is first moved aside and removed only after the new one is in place.
+    /// `overwrite`, and checked to be an earlier output by the caller) is first moved aside and
+    /// removed only after the new one is in place.
     pub fn commit(mut self) -> Result<()> {
         let Some(staging) = self.staging.take() else {
             return Ok(());
         };
+        if let Err(e) = crate::io::interrupt::check() {
+            return Err(Error::io("cannot write", &self.destination, e)); // staging dropped: removed
+        }
         let staged = staging.keep();
         let dest = self.destination.clone();
         let cleanup_on_error = |e: Error| {
@@ -111,8 +120,7 @@ impl StagedDir {
             if !self.overwrite {
                 return Err(cleanup_on_error(Error::OutputExists { path: dest }));
             }
-            let aside =
-                parent_dir(&dest).join(format!(".onnx-lookahead-old-{}", std::process::id()));
+            let aside = unused_sibling(&dest, "old");
             std::fs::rename(&dest, &aside)
                 .map_err(|e| cleanup_on_error(Error::io("cannot move aside", &dest, e)))?;
             displaced = Some(aside);
@@ -127,8 +135,11 @@ impl StagedDir {
                 e,
             )));
         }
+        sync_dir(&parent_dir(&dest));
         if let Some(aside) = displaced {
-            let removed = if aside.is_dir() {
+            // The entry itself: a link is removed, never what it points to.
+            let is_dir = std::fs::symlink_metadata(&aside).is_ok_and(|m| m.is_dir());
+            let removed = if is_dir {
                 std::fs::remove_dir_all(&aside)
             } else {
                 std::fs::remove_file(&aside)
@@ -136,5 +147,21 @@ impl StagedDir {
             removed.map_err(|e| Error::io("cannot remove the replaced output", &aside, e))?;
         }
         Ok(())
+    }
+}
+
+/// A name next to `path` that is not in use: `.onnx-lookahead-<what>-<pid>-<n>`.
+fn unused_sibling(path: &Path, what: &str) -> PathBuf {
+    let dir = parent_dir(path);
+    (0u32..)
+        .map(|n| dir.join(format!(".onnx-lookahead-{what}-{}-{n}", std::process::id())))
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .unwrap_or_else(|| dir.join(format!(".onnx-lookahead-{what}")))
+}
+
+/// Makes a rename in `dir` durable (best effort: not every file system supports it).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(handle) = File::open(dir) {
+        let _ = handle.sync_all();
     }
 }

@@ -2,13 +2,15 @@
 //! files along when a model is written to another directory. Tensor bytes in external files are
 //! never read into memory by this tool.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::generated::onnx::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataLocation,
 };
+use crate::io::dtype::tensor_byte_length;
 
 /// Where a tensor's bytes live when they are external.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,11 +135,25 @@ fn attribute_tensors<'m>(attr: &'m AttributeProto, visit: &mut dyn FnMut(&'m Ten
     }
 }
 
-/// Validates every external reference of a model stored at `model_path` (relative, no `..`,
-/// the file exists, the byte range lies inside it) and returns the set of data files used.
-pub fn check_external_data(model_path: &Path, model: &ModelProto) -> Result<BTreeSet<String>> {
-    let dir = model_path.parent().unwrap_or(Path::new("."));
-    let mut files = BTreeSet::new();
+/// A data file a model references: its location as written in the model (normalised), the
+/// resolved file, and how many of its leading bytes the model uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    pub location: PathBuf,
+    pub resolved: PathBuf,
+    pub needed: u64,
+}
+
+/// Validates every external reference of a model stored at `model_path`: a relative location
+/// without `..` that, symlinks resolved, stays inside the model's folder and is a regular file; a
+/// `length`, when given, equal to what the tensor's dims and type need; the byte range inside the
+/// file. Returns the data files used, each once.
+pub fn check_external_data(model_path: &Path, model: &ModelProto) -> Result<Vec<DataFile>> {
+    let dir = match model_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut files: BTreeMap<PathBuf, (DataFile, u64)> = BTreeMap::new();
     let mut first_error = None;
     for_each_tensor(model, &mut |tensor| {
         if first_error.is_some() {
@@ -146,62 +162,116 @@ pub fn check_external_data(model_path: &Path, model: &ModelProto) -> Result<BTre
         let Some(reference) = external_ref(tensor) else {
             return;
         };
-        let fail = |reason: String| Error::ExternalData {
-            path: model_path.to_path_buf(),
-            tensor: tensor.name().to_string(),
-            reason,
-        };
-        let reference = match reference {
-            Ok(r) => r,
-            Err(reason) => {
-                first_error = Some(fail(reason));
-                return;
+        let result = reference.and_then(|r| {
+            let needed = tensor_byte_length(&tensor.dims, tensor.data_type()).ok_or_else(|| {
+                format!(
+                    "dims {:?} of type {} cannot be sized",
+                    tensor.dims,
+                    crate::io::dtype::name(tensor.data_type())
+                )
+            })?;
+            if let Some(length) = r.length
+                && length != needed
+            {
+                return Err(format!(
+                    "length {length} does not match dims {:?} of type {} ({needed} bytes)",
+                    tensor.dims,
+                    crate::io::dtype::name(tensor.data_type())
+                ));
             }
-        };
-        let file = dir.join(&reference.location);
-        match std::fs::metadata(&file) {
-            Err(e) => first_error = Some(fail(format!("cannot read {}: {e}", file.display()))),
-            Ok(meta) => {
-                let end = reference.offset.checked_add(reference.length.unwrap_or(0));
-                if end.is_none_or(|end| end > meta.len()) {
-                    first_error = Some(fail(format!(
-                        "byte range {}+{} is outside {} ({} bytes)",
-                        reference.offset,
-                        reference.length.unwrap_or(0),
-                        file.display(),
-                        meta.len()
-                    )));
-                } else {
-                    files.insert(reference.location);
-                }
+            let end = r
+                .offset
+                .checked_add(needed)
+                .ok_or_else(|| format!("offset {} overflows", r.offset))?;
+            let location: PathBuf = Path::new(&r.location)
+                .components()
+                .filter(|c| !matches!(c, Component::CurDir))
+                .collect();
+            if !files.contains_key(&location) {
+                let (resolved, size) = resolve_data_file(dir, &r.location)?;
+                let file = DataFile {
+                    location: location.clone(),
+                    resolved,
+                    needed: 0,
+                };
+                files.insert(location.clone(), (file, size));
             }
+            let Some((file, size)) = files.get_mut(&location) else {
+                return Err("internal: data file not recorded".into());
+            };
+            if end > *size {
+                return Err(format!(
+                    "byte range {}+{needed} is outside {} ({size} bytes)",
+                    r.offset,
+                    file.resolved.display()
+                ));
+            }
+            file.needed = file.needed.max(end);
+            Ok(())
+        });
+        if let Err(reason) = result {
+            first_error = Some(Error::ExternalData {
+                path: model_path.to_path_buf(),
+                tensor: tensor.name().to_string(),
+                reason,
+            });
         }
     });
     match first_error {
         Some(e) => Err(e),
-        None => Ok(files),
+        None => Ok(files.into_values().map(|(file, _)| file).collect()),
     }
 }
 
-/// External data files copied next to an output under temporary names: they appear under their
-/// real names only on `commit`, after the model itself was written, and vanish if dropped.
-pub struct StagedExternalFiles {
-    files: Vec<(tempfile::NamedTempFile, PathBuf)>,
-    overwrite: bool,
+/// Resolves a (syntactically valid) location against the model's folder: symlinks followed, the
+/// result inside the folder, a regular file. Returns it and its size.
+fn resolve_data_file(dir: &Path, location: &str) -> std::result::Result<(PathBuf, u64), String> {
+    let folder = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve the model's folder {}: {e}", dir.display()))?;
+    let path = dir.join(location);
+    let resolved = path
+        .canonicalize()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !resolved.starts_with(&folder) {
+        return Err(format!(
+            "location {location:?} resolves to {}, outside the model's folder",
+            resolved.display()
+        ));
+    }
+    let (_, size) = crate::io::fs::open_regular(&resolved).map_err(|e| e.to_string())?;
+    Ok((resolved, size))
 }
 
-/// Copies the external data files a model uses from `from_dir` into temporary files in `to_dir`
-/// (keeping relative paths). Nothing is copied when both directories are the same place. An
-/// existing destination file is an error unless `overwrite`.
+/// External data files copied next to an output under temporary names. Nothing is visible under
+/// a real name before `commit_with`; dropping the value removes every temporary file and every
+/// folder it created.
+pub struct StagedExternalFiles {
+    files: Vec<(tempfile::NamedTempFile, PathBuf)>,
+    created_dirs: Vec<PathBuf>,
+}
+
+impl Drop for StagedExternalFiles {
+    fn drop(&mut self) {
+        self.files.clear();
+        for dir in self.created_dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Copies the data files a model uses from `from_dir` into temporary files in `to_dir`, keeping
+/// their relative locations and only the bytes the model references. Nothing is copied when both
+/// folders are the same place. A data file already at the destination is kept when it starts with
+/// the same bytes and refused otherwise (with or without --force: it may belong to another model).
 pub fn stage_external_files(
-    files: &BTreeSet<String>,
+    files: &[DataFile],
     from_dir: &Path,
     to_dir: &Path,
-    overwrite: bool,
 ) -> Result<StagedExternalFiles> {
     let mut staged = StagedExternalFiles {
         files: Vec::new(),
-        overwrite,
+        created_dirs: Vec::new(),
     };
     let same = match (from_dir.canonicalize(), to_dir.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -210,40 +280,127 @@ pub fn stage_external_files(
     if same {
         return Ok(staged);
     }
-    for location in files {
-        let src = from_dir.join(location);
-        let dst = to_dir.join(location);
-        crate::io::atomic::check_destination(&dst, overwrite)?;
+    // Everything that can be refused, before anything is created.
+    let mut to_copy = Vec::new();
+    for file in files {
+        let dst = to_dir.join(&file.location);
+        refuse_non_folder_on_the_way(to_dir, &file.location)?;
+        if std::fs::symlink_metadata(&dst).is_ok() {
+            if !starts_with_same_bytes(&dst, &file.resolved, file.needed)? {
+                return Err(Error::OutputRefused {
+                    path: dst,
+                    reason: "an external data file with other content is there; move it away or \
+                             write to another folder"
+                        .into(),
+                });
+            }
+            continue; // already there, byte for byte
+        }
+        to_copy.push((file, dst));
+    }
+    for (file, dst) in to_copy {
         let parent = dst.parent().unwrap_or(to_dir).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+        staged.create_dirs(&parent)?;
         let mut tmp = crate::io::atomic::builder_with_mode(0o666)
             .suffix(".tmp")
             .tempfile_in(&parent)
             .map_err(|e| Error::io("cannot create a temporary file in", &parent, e))?;
-        let mut source =
-            std::fs::File::open(&src).map_err(|e| Error::io("cannot open", &src, e))?;
-        std::io::copy(&mut source, tmp.as_file_mut())
-            .map_err(|e| Error::io("cannot copy external data", &src, e))?;
+        crate::io::fs::copy_prefix(&file.resolved, file.needed, tmp.as_file_mut(), &dst)?;
         tmp.as_file()
             .sync_all()
-            .map_err(|e| Error::io("cannot sync", &dst, e))?;
+            .map_err(|e| Error::io("cannot write", &dst, e))?;
         staged.files.push((tmp, dst));
     }
     Ok(staged)
 }
 
-impl StagedExternalFiles {
-    /// Renames every staged file to its real name.
-    pub fn commit(self) -> Result<()> {
-        for (tmp, dst) in self.files {
-            let persisted = if self.overwrite {
-                tmp.persist(&dst).map(|_| ())
-            } else {
-                tmp.persist_noclobber(&dst).map(|_| ())
-            };
-            persisted.map_err(|e| Error::io("cannot rename into place", &dst, e.error))?;
+/// Every existing component between `to_dir` and the data file's folder must be a folder.
+fn refuse_non_folder_on_the_way(to_dir: &Path, location: &Path) -> Result<()> {
+    let mut path = to_dir.to_path_buf();
+    let mut components: Vec<_> = location.components().collect();
+    components.pop();
+    for component in components {
+        path.push(component);
+        if let Ok(meta) = std::fs::metadata(&path)
+            && !meta.is_dir()
+        {
+            return Err(Error::OutputRefused {
+                path: path.clone(),
+                reason: "an external data file goes below it, but it is not a folder".into(),
+            });
         }
+    }
+    Ok(())
+}
+
+/// Whether `existing` is a regular file whose first `length` bytes equal those of `source`.
+fn starts_with_same_bytes(existing: &Path, source: &Path, length: u64) -> Result<bool> {
+    let Ok(meta) = std::fs::metadata(existing) else {
+        return Ok(false);
+    };
+    if !meta.is_file() || meta.len() < length {
+        return Ok(false);
+    }
+    let (a, _) = crate::io::fs::open_regular(existing)?;
+    let (b, _) = crate::io::fs::open_regular(source)?;
+    let (mut a, mut b) = (a.take(length), b.take(length));
+    let (mut buf_a, mut buf_b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = a
+            .read(&mut buf_a)
+            .map_err(|e| Error::io("cannot read", existing, e))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        b.read_exact(&mut buf_b[..n])
+            .map_err(|e| Error::io("cannot read", source, e))?;
+        if buf_a[..n] != buf_b[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+impl StagedExternalFiles {
+    /// Creates `dir` and its missing ancestors, remembering each for removal on failure.
+    fn create_dirs(&mut self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_dirs(parent)?;
+        }
+        std::fs::create_dir(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+        self.created_dirs.push(dir.to_path_buf());
         Ok(())
+    }
+
+    /// Gives every staged file its real name, then runs `then` (writing the model that refers to
+    /// them). If either fails, the files and folders created here are removed again.
+    pub fn commit_with(mut self, then: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut placed: Vec<PathBuf> = Vec::new();
+        let mut result = Ok(());
+        for (tmp, dst) in std::mem::take(&mut self.files) {
+            if let Err(e) = crate::io::interrupt::check() {
+                result = Err(Error::io("cannot write", &dst, e));
+                break;
+            }
+            match tmp.persist_noclobber(&dst) {
+                Ok(_) => placed.push(dst),
+                Err(e) => {
+                    result = Err(Error::io("cannot rename into place", &dst, e.error));
+                    break;
+                }
+            }
+        }
+        let result = result.and_then(|()| then());
+        if result.is_err() {
+            for file in placed {
+                let _ = std::fs::remove_file(file);
+            }
+        } else {
+            self.created_dirs.clear();
+        }
+        result
     }
 }
 

@@ -3,6 +3,12 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod dtype;
 pub mod external_data;
+pub mod fs;
+pub mod interrupt;
 pub mod lossless;
 pub mod model;
+pub mod output;
+pub mod sink;
+pub mod tensor_check;

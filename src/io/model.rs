@@ -5,7 +5,6 @@
 //! a multi-GiB model costs a mapping, not a copy. The mapping stays valid because the input is
 //! never written by this tool (and ONNX tooling replaces files rather than editing them in place).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -29,31 +28,9 @@ pub struct ModelFile {
     pub unknown_fields: Vec<UnknownField>,
 }
 
-/// Maps a whole file read-only. Empty files map to empty `Bytes` (mmap of length 0 is an error).
-pub fn map_file(path: &Path) -> Result<Bytes> {
-    let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("cannot stat", path, e))?;
-    if meta.is_dir() {
-        return Err(Error::io(
-            "cannot read",
-            path,
-            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
-        ));
-    }
-    if meta.len() == 0 {
-        return Ok(Bytes::new());
-    }
-    // SAFETY: the mapping is read-only and the tool never writes its inputs; a concurrent writer
-    // outside this process is the same hazard every mmap-based model loader accepts.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("cannot map", path, e))?;
-    Ok(Bytes::from_owner(map))
-}
-
 /// Reads and decodes an ONNX model, checking that it is complete enough to be a model.
 pub fn load_model(path: &Path) -> Result<ModelFile> {
-    let source = map_file(path)?;
+    let source = crate::io::fs::map_regular(path)?;
     let invalid = |reason: String| Error::InvalidModel {
         path: path.to_path_buf(),
         reason,
@@ -118,23 +95,21 @@ pub fn encode_model(model: &ModelProto) -> Vec<u8> {
 }
 
 /// Writes `model` to `path` through a temporary file in the same directory, renamed into place
-/// only when complete. The encoding goes straight into a writable mapping of the output, so a
-/// large model is not staged in a heap buffer first.
+/// only when complete. The encoding is streamed with ordinary writes (`io::sink`): a large model
+/// is not staged in memory, and a full disk is an error, not a signal.
 pub fn write_model(model: &ModelProto, path: &Path, overwrite: bool) -> Result<()> {
     let len = encoded_len_checked(model, path)?;
     crate::io::atomic::write_file_with(path, overwrite, |file| {
-        file.set_len(len as u64)?;
-        if len == 0 {
-            return Ok(());
-        }
-        // SAFETY: the file was just created by us, is not shared, and has length `len`.
-        let mut map = unsafe { memmap2::MmapMut::map_mut(&*file)? };
-        let mut window: &mut [u8] = &mut map[..];
+        let mut sink = crate::io::sink::FileSink::new(file);
         model
-            .encode(&mut window)
+            .encode(&mut sink)
             .map_err(|e| std::io::Error::other(format!("protobuf encode: {e}")))?;
-        debug_assert!(window.is_empty());
-        map.flush()?;
+        let written = sink.finish()?;
+        if written != len as u64 {
+            return Err(std::io::Error::other(format!(
+                "encoded {written} bytes, expected {len}"
+            )));
+        }
         Ok(())
     })
 }

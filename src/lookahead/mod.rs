@@ -47,7 +47,7 @@ impl Options {
         }
         if !(alpha.is_finite() && alpha > 0.0 && alpha <= 1.0) {
             return Err(Error::InvalidOption(format!(
-                "alpha must satisfy 0 < alpha <= 1, got {alpha}"
+                "alpha must satisfy 0 < alpha <= 1, got {alpha:?}"
             )));
         }
         Ok(Options { k, alpha })
@@ -121,17 +121,68 @@ impl AlphaConstants {
         if let Some(name) = self.by_type.get(&elem_type) {
             return Ok(name.clone());
         }
+        let unsupported = || Error::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!(
+                "weight {weight} has type {}, which Lookahead cannot interpolate",
+                crate::io::dtype::name(elem_type)
+            ),
+        };
+        let stored = stored_value(elem_type, self.alpha).ok_or_else(unsupported)?;
+        let type_name = crate::io::dtype::name(elem_type);
+        if stored == 0.0 {
+            return Err(Error::InvalidOption(format!(
+                "alpha {:?} rounds to 0 in {type_name} (the type of weight {weight}); choose a larger alpha",
+                self.alpha
+            )));
+        }
+        if stored == 1.0 && self.alpha != 1.0 {
+            return Err(Error::InvalidOption(format!(
+                "alpha {:?} rounds to 1 in {type_name} (the type of weight {weight}); pass --alpha 1 or a smaller alpha",
+                self.alpha
+            )));
+        }
         let name = fresh(names, "alpha");
         let tensor = DataType::try_from(elem_type)
             .ok()
             .and_then(|d| build::scalar_float_of_type(&name, d, self.alpha))
-            .ok_or_else(|| Error::Unsupported {
-                path: path.to_path_buf(),
-                reason: format!("weight {weight} has a data type Lookahead cannot interpolate"),
-            })?;
+            .ok_or_else(unsupported)?;
         patch.edit(self.graph, GraphEdit::AddInitializer(tensor));
         self.by_type.insert(elem_type, name.clone());
         Ok(name)
+    }
+}
+
+/// The value `alpha` takes once stored in a tensor of `data_type` (None: not a floating-point type).
+pub(crate) fn stored_value(data_type: i32, alpha: f64) -> Option<f64> {
+    match DataType::try_from(data_type).ok()? {
+        DataType::Double => Some(alpha),
+        DataType::Float => Some(f64::from(alpha as f32)),
+        DataType::Float16 | DataType::Bfloat16 => {
+            let tensor =
+                build::scalar_float_of_type("", DataType::try_from(data_type).ok()?, alpha)?;
+            let raw = tensor.raw_data?;
+            let bits = u16::from_le_bytes([*raw.first()?, *raw.get(1)?]);
+            Some(if data_type == DataType::Bfloat16 as i32 {
+                f64::from(f32::from_bits(u32::from(bits) << 16))
+            } else {
+                f16_to_f64(bits)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// IEEE half precision bits to a double (exact).
+fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1f);
+    let mantissa = f64::from(bits & 0x3ff);
+    sign * match exponent {
+        0 => mantissa * 2f64.powi(-24),
+        0x1f if mantissa == 0.0 => f64::INFINITY,
+        0x1f => f64::NAN,
+        e => (1.0 + mantissa / 1024.0) * 2f64.powi(e - 15),
     }
 }
 
@@ -172,5 +223,18 @@ mod tests {
         assert!(Options::new(5, 1.5).is_err());
         assert!(Options::new(5, f64::NAN).is_err());
         assert!(Options::new(5, -0.1).is_err());
+    }
+
+    #[test]
+    fn stored_alpha_rounds_like_the_tensor() {
+        use crate::io::dtype::code;
+        assert_eq!(stored_value(code::FLOAT16, 0.5), Some(0.5));
+        assert_eq!(stored_value(code::FLOAT16, 1e-8), Some(0.0));
+        assert_eq!(stored_value(code::FLOAT16, 0.99999), Some(1.0));
+        assert_eq!(stored_value(code::FLOAT, 1e-50), Some(0.0));
+        assert_eq!(stored_value(code::BFLOAT16, 0.5), Some(0.5));
+        assert_eq!(stored_value(code::DOUBLE, 1e-300), Some(1e-300));
+        assert_eq!(stored_value(code::INT64, 0.5), None);
+        assert!((stored_value(code::FLOAT16, 0.8).unwrap() - 0.7998046875).abs() < 1e-12);
     }
 }

@@ -1,0 +1,134 @@
+//! Streaming protobuf encoding into a file with ordinary writes.
+//!
+//! prost encodes into a `BufMut`. Encoding into a writable memory map of the output turns a full
+//! disk into SIGBUS; encoding into a `Vec` holds the whole model in memory. `FileSink` is a
+//! `BufMut` over a 1 MiB buffer that is written out whenever it fills; large byte fields (tensor
+//! data) are written straight from their source. The first write error is kept and reported after
+//! encoding (prost's encoder cannot fail midway), and nothing more is written after it.
+
+use std::fs::File;
+use std::io::Write;
+
+use bytes::BufMut;
+use bytes::buf::UninitSlice;
+
+const BUFFER: usize = 1 << 20;
+
+pub struct FileSink<'f> {
+    file: &'f mut File,
+    buffer: Vec<u8>,
+    error: Option<std::io::Error>,
+    written: u64,
+}
+
+impl<'f> FileSink<'f> {
+    pub fn new(file: &'f mut File) -> Self {
+        FileSink {
+            file,
+            buffer: Vec::with_capacity(BUFFER),
+            error: None,
+            written: 0,
+        }
+    }
+
+    fn write_out(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = crate::io::interrupt::check().and_then(|()| self.file.write_all(bytes)) {
+            self.error = Some(e);
+        }
+        self.written += bytes.len() as u64;
+    }
+
+    fn flush_buffer(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        self.write_out(&buffer);
+        self.buffer = buffer;
+        self.buffer.clear();
+    }
+
+    /// Writes what is buffered; returns the number of bytes encoded, or the first write error.
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        self.flush_buffer();
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(self.written),
+        }
+    }
+}
+
+// SAFETY: `chunk_mut` returns the buffer's spare capacity, and `advance_mut` only counts bytes the
+// caller initialised in it (the contract of `BufMut::advance_mut`).
+unsafe impl BufMut for FileSink<'_> {
+    fn remaining_mut(&self) -> usize {
+        // Unbounded (a file); prost only checks that the message fits.
+        usize::MAX / 2
+    }
+
+    unsafe fn advance_mut(&mut self, count: usize) {
+        let length = self.buffer.len() + count;
+        assert!(length <= self.buffer.capacity(), "advance past the chunk");
+        // SAFETY: the caller initialised `count` bytes of the spare capacity.
+        unsafe { self.buffer.set_len(length) };
+        if self.buffer.len() == self.buffer.capacity() {
+            self.flush_buffer();
+        }
+    }
+
+    fn chunk_mut(&mut self) -> &mut UninitSlice {
+        if self.buffer.len() == self.buffer.capacity() {
+            self.flush_buffer();
+        }
+        UninitSlice::uninit(self.buffer.spare_capacity_mut())
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if src.len() >= BUFFER / 4 {
+            // Tensor bytes: write them from where they are (often the input's mapping).
+            self.flush_buffer();
+            self.write_out(src);
+            return;
+        }
+        if self.buffer.len() + src.len() > self.buffer.capacity() {
+            self.flush_buffer();
+        }
+        self.buffer.extend_from_slice(src);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn streamed_encoding_equals_in_memory_encoding() {
+        use crate::generated::onnx::{GraphProto, ModelProto, TensorProto};
+        let big = bytes::Bytes::from(vec![7u8; 3 * BUFFER + 5]);
+        let model = ModelProto {
+            ir_version: Some(8),
+            graph: Some(GraphProto {
+                initializer: (0..300)
+                    .map(|i| TensorProto {
+                        name: Some(format!("t{i}")),
+                        raw_data: Some(if i == 7 { big.clone() } else { big.slice(..i) }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut file = tempfile::tempfile().unwrap();
+        let mut sink = FileSink::new(&mut file);
+        model.encode(&mut sink).unwrap();
+        let written = sink.finish().unwrap();
+        assert_eq!(written as usize, model.encoded_len());
+        use std::io::{Read, Seek};
+        file.rewind().unwrap();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, model.encode_to_vec());
+    }
+}
