@@ -65,13 +65,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os  # noqa: F401 (used in the ModelLike annotation)
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import onnx
+import onnx.external_data_helper
 from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
 __all__ = [
@@ -110,13 +111,38 @@ class UnsupportedOperatorError(NotImplementedError):
 def load_model(model: ModelLike) -> ModelProto:
     """Return a ModelProto from a path, serialized bytes or a ModelProto (which is not copied).
 
-    External data is loaded too, so state variables stored outside the .onnx file get values.
+    External data is loaded too, so state variables stored outside the .onnx file get values:
+    ``onnx.load`` resolves it for ``ModelProto.graph`` only, so the tensors of the training_info
+    graphs are resolved here, relative to the model's folder like the main graph's.
     """
     if isinstance(model, ModelProto):
         return model
     if isinstance(model, (bytes, bytearray)):
         return onnx.load_from_string(bytes(model))
-    return onnx.load(model)
+    loaded = onnx.load(model)
+    base_dir = os.path.dirname(os.fspath(model))
+    for info in loaded.training_info:
+        for graph in (info.initialization, info.algorithm):
+            for tensor in _graph_tensors(graph):
+                if onnx.external_data_helper.uses_external_data(tensor):
+                    onnx.external_data_helper.load_external_data_for_tensor(tensor, base_dir)
+                    tensor.data_location = onnx.TensorProto.DEFAULT
+                    del tensor.external_data[:]
+    return loaded
+
+
+def _graph_tensors(graph: GraphProto):
+    """Every TensorProto of a graph: initializers and tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _graph_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _graph_tensors(sub)
 
 
 def state_variable_names(model: ModelProto) -> List[str]:

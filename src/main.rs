@@ -1,10 +1,9 @@
 //! The onnx-lookahead command line: argument parsing, exit codes and error reporting only.
 //! Everything else is the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use onnx_lookahead::lookahead::ort::AliasOp;
@@ -75,6 +74,31 @@ enum ReportFormat {
     Json,
 }
 
+/// The library error with what was being done: "cannot rewrite IN: <error>", without naming IN
+/// twice when the error starts with it.
+fn in_context(action: &str, input: &Path, error: Error) -> anyhow::Error {
+    let named = format!("{}: ", input.display());
+    if error.to_string().starts_with(&named) {
+        anyhow::Error::new(error).context(action.to_string())
+    } else {
+        anyhow::Error::new(error).context(format!("{action} {}", input.display()))
+    }
+}
+
+/// One line: newlines become spaces and other control characters are escaped, so a name with a
+/// carriage return cannot split or overwrite the line.
+fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len());
+    for c in message.chars() {
+        match c {
+            '\n' => line.push(' '),
+            c if c.is_control() => line.extend(c.escape_default()),
+            c => line.push(c),
+        }
+    }
+    line
+}
+
 /// k as given: a whole number; negative numbers and numbers past u64 get a message that says so
 /// (the range each format's counter can hold is checked by the library).
 fn parse_k(text: &str) -> Result<u64, String> {
@@ -139,7 +163,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 },
             };
             let summary = onnx_lookahead::rewrite(&input, &output, &options)
-                .with_context(|| format!("cannot rewrite {}", input.display()))?;
+                .map_err(|e| in_context("cannot rewrite", &input, e))?;
             eprintln!(
                 "wrote {} ({}, {} optimizer, Lookahead k={k} alpha={alpha} on {} parameter(s), {} node(s) injected)",
                 summary.output.display(),
@@ -156,15 +180,15 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Inspect { input, format } => {
             let report = onnx_lookahead::inspect(&input)
-                .with_context(|| format!("cannot inspect {}", input.display()))?;
+                .map_err(|e| in_context("cannot inspect", &input, e))?;
             match format {
                 ReportFormat::Text => print!("{}", report.to_text()),
                 ReportFormat::Json => println!("{}", report.to_json()),
             }
         }
         Command::Dump { input } => {
-            let text = onnx_lookahead::dump(&input)
-                .with_context(|| format!("cannot dump {}", input.display()))?;
+            let text =
+                onnx_lookahead::dump(&input).map_err(|e| in_context("cannot dump", &input, e))?;
             print!("{text}");
         }
     }
@@ -208,9 +232,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the context chain joined, newlines flattened.
-            let message = format!("{err:#}").replace('\n', " ");
-            eprintln!("error: {message}");
+            eprintln!("error: {}", one_line(&format!("{err:#}")));
             let lossy = err.chain().any(|cause| {
                 matches!(
                     cause.downcast_ref::<Error>(),

@@ -55,6 +55,11 @@ impl ArtifactFiles {
     pub fn checkpoint(&self) -> String {
         format!("{}{CHECKPOINT}", self.prefix)
     }
+    /// The names-only checkpoint generate_artifacts(nominal_checkpoint=True) writes beside the
+    /// full one; rewritten too, so that it lists the Lookahead state.
+    pub fn nominal_checkpoint(&self) -> String {
+        format!("{}nominal_{CHECKPOINT}", self.prefix)
+    }
     /// The checkpoint's external data file (laid out by the checkpoint writer).
     pub fn checkpoint_data(&self) -> String {
         format!(
@@ -459,6 +464,7 @@ fn replaceable_artifacts(existing: &Path, input: &Path) -> std::result::Result<(
         files.optimizer(),
         files.checkpoint(),
         files.checkpoint_data(),
+        files.nominal_checkpoint(),
     ];
     own.extend(files.stale_after_rewrite());
     let entries = std::fs::read_dir(existing).map_err(|e| format!("it cannot be listed ({e})"))?;
@@ -558,11 +564,21 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     let checkpoint = with_new_frozen_params(&artifacts, &new_frozen_params)?;
 
     let files = &artifacts.files;
+    let nominal_path = dir.join(files.nominal_checkpoint());
+    let nominal = if present(&nominal_path) {
+        Some(nominal_with_new_frozen_params(
+            read_checkpoint(&nominal_path)?,
+            &new_frozen_params,
+        )?)
+    } else {
+        None
+    };
     let mut not_copied = vec![
         files.training(),
         files.eval(),
         files.checkpoint(),
         files.checkpoint_data(),
+        files.nominal_checkpoint(),
     ];
     let stale = files.stale_after_rewrite();
     not_copied.extend(stale.iter().cloned());
@@ -580,6 +596,13 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
         ExternalDataLayout::Keep
     };
     write_checkpoint_with(&checkpoint, staged.path().join(files.checkpoint()), layout)?;
+    if let Some(nominal) = &nominal {
+        write_checkpoint_with(
+            nominal,
+            staged.path().join(files.nominal_checkpoint()),
+            ExternalDataLayout::Keep,
+        )?;
+    }
     staged.commit()?;
     Ok(RewriteSummary {
         format: Format::OrtArtifacts,
@@ -628,6 +651,53 @@ fn with_new_frozen_params(
         }
     }
     Ok(checkpoint)
+}
+
+/// The nominal checkpoint with the Lookahead state added, in its own form (each new entry shaped
+/// like an existing nominal parameter: names and types only).
+fn nominal_with_new_frozen_params(
+    mut nominal: Checkpoint,
+    new: &[lookahead::ort::NewParam],
+) -> Result<Checkpoint> {
+    let path = nominal
+        .source_path()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let is_nominal = nominal
+        .module_state
+        .as_ref()
+        .is_some_and(|m| m.is_nominal_state);
+    if !is_nominal {
+        return Err(Error::Unsupported {
+            path,
+            reason: "a nominal checkpoint is expected under this name".into(),
+        });
+    }
+    for param in new {
+        match &param.value {
+            NewParamValue::CopyOf(source) => {
+                nominal.add_frozen_copy(source, &param.name)?;
+            }
+            NewParamValue::ZerosF32(_) => {
+                let Some(form) = nominal
+                    .module_state
+                    .as_ref()
+                    .and_then(|m| m.requires_grad_params.first().or(m.frozen_params.first()))
+                else {
+                    return Err(Error::InvalidCheckpoint {
+                        path,
+                        reason: "the nominal checkpoint lists no parameter".into(),
+                    });
+                };
+                let mut tensor = form.clone();
+                tensor.name = param.name.clone();
+                tensor.doc_string = None;
+                tensor.data_type = data_type::FLOAT;
+                nominal.add_frozen_parameter(tensor)?;
+            }
+        }
+    }
+    Ok(nominal)
 }
 
 /// Copies every entry of the artifacts directory except `skip` (the files the rewrite writes

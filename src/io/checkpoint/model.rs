@@ -384,7 +384,14 @@ impl Checkpoint {
                 },
             });
         }
-        self.check_tensor_data(&tensor)?;
+        // A nominal checkpoint holds names and types only: its tensors have no bytes to check.
+        if !self
+            .module_state
+            .as_ref()
+            .is_some_and(|m| m.is_nominal_state)
+        {
+            self.check_tensor_data(&tensor)?;
+        }
         let module = self.module_state.get_or_insert_with(ModuleState::new);
         module.frozen_params.push(tensor);
         Ok(module.frozen_params.last().expect("just pushed"))
