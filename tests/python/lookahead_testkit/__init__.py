@@ -7,6 +7,9 @@
 - compare:   step-by-step comparisons whose failures name the first diverging step
 - run_loop:  resume training from a checkpoint in a fresh process
 - training_info: an ONNX training_info (SGD) model and one training iteration via onnx.reference
+- zoo:       more generate_artifacts models and the host-side Lookahead reference
+- unusual:   valid but unusual inputs (dtypes, subgraphs, names, external data) for test_unusual_inputs
 
-`ort` imports onnxruntime.training on import; the other modules do not.
+`ort` imports onnxruntime.training on import, and so do zoo and unusual (they use it); the other
+modules do not.
 """
