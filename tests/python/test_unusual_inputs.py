@@ -401,7 +401,8 @@ def _run_ort(case: Case, cli, tmp_path: Path):
         return
     assert res.returncode == 0, f"refused valid artifacts ({res.returncode}):\n{res.stderr}"
     assert not new_entries, f"leftovers beside the output: {new_entries}"
-    rewritten = {f"{prefix}{n}" for n in ("training_model.onnx", "eval_model.onnx", "checkpoint", "checkpoint.data")}
+    rewritten = {f"{prefix}{n}" for n in ("training_model.onnx", "eval_model.onnx", "checkpoint", "checkpoint.data",
+                                          "nominal_checkpoint")}
     after = _files(out)
     for name, data in before_in.items():  # the optimizer model and any other file: byte for byte
         if name not in rewritten:
