@@ -481,43 +481,6 @@ fn output_inside_input_directory_is_refused() {
     assert_eq!(digest(&input), before);
 }
 
-/// The training_info fixture with W1's bytes moved to `weights.bin` (ONNX external data).
-fn external_data_model(dir: &Path, location: &str) -> PathBuf {
-    use onnx_lookahead::generated::onnx::{
-        ModelProto, StringStringEntryProto, tensor_proto::DataLocation,
-    };
-    let mut model = ModelProto::decode(
-        std::fs::read(fixture("training_info_sgd.onnx"))
-            .unwrap()
-            .as_slice(),
-    )
-    .unwrap();
-    let w1 = model
-        .graph
-        .as_mut()
-        .unwrap()
-        .initializer
-        .iter_mut()
-        .find(|t| t.name() == "W1")
-        .unwrap();
-    let raw = w1.raw_data.take().expect("W1 has raw data");
-    std::fs::write(dir.join("weights.bin"), &raw).unwrap();
-    w1.data_location = Some(DataLocation::External as i32);
-    for (key, value) in [
-        ("location", location.to_string()),
-        ("offset", "0".into()),
-        ("length", raw.len().to_string()),
-    ] {
-        w1.external_data.push(StringStringEntryProto {
-            key: Some(key.into()),
-            value: Some(value),
-        });
-    }
-    let path = dir.join("model.onnx");
-    std::fs::write(&path, model.encode_to_vec()).unwrap();
-    path
-}
-
 #[test]
 fn external_data_is_carried_along_and_validated() {
     use onnx_lookahead::generated::onnx::ModelProto;

@@ -133,3 +133,73 @@ pub fn mkfifo(path: &Path) {
         .expect("mkfifo runs");
     assert!(status.success(), "mkfifo {}", path.display());
 }
+
+/// The training_info fixture, decoded.
+pub fn training_info_model() -> onnx_lookahead::generated::onnx::ModelProto {
+    use prost::Message;
+    let bytes = std::fs::read(fixture("training_info_sgd.onnx")).expect("fixture");
+    onnx_lookahead::generated::onnx::ModelProto::decode(bytes.as_slice()).expect("decodes")
+}
+
+/// Writes a model to `path`.
+pub fn save_model(model: &onnx_lookahead::generated::onnx::ModelProto, path: &Path) {
+    use prost::Message;
+    std::fs::write(path, model.encode_to_vec()).expect("writes");
+}
+
+/// The training_info fixture with the bytes of each named weight moved to its own external data
+/// file (`(weight, location)`), saved as `dir/model.onnx`. With `write_data`, each data file is
+/// written at its location, which must then be a plain relative path (a test never writes
+/// outside its own folder).
+pub fn external_data_model_with(dir: &Path, moves: &[(&str, &str)], write_data: bool) -> PathBuf {
+    use onnx_lookahead::generated::onnx::{StringStringEntryProto, tensor_proto::DataLocation};
+    let mut model = training_info_model();
+    let graph = model.graph.as_mut().expect("graph");
+    for (weight, location) in moves {
+        let tensor = graph
+            .initializer
+            .iter_mut()
+            .find(|t| t.name() == *weight)
+            .expect("weight exists");
+        let raw = tensor.raw_data.take().expect("raw data");
+        if write_data {
+            let relative = Path::new(location);
+            assert!(
+                relative
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_))),
+                "test data is written inside the test folder only: {location}"
+            );
+            let file = dir.join(relative);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("folder");
+            std::fs::write(&file, &raw).expect("writes data");
+        }
+        tensor.data_location = Some(DataLocation::External as i32);
+        for (key, value) in [
+            ("location", location.to_string()),
+            ("offset", "0".into()),
+            ("length", raw.len().to_string()),
+        ] {
+            tensor.external_data.push(StringStringEntryProto {
+                key: Some(key.into()),
+                value: Some(value),
+            });
+        }
+    }
+    let path = dir.join("model.onnx");
+    save_model(&model, &path);
+    path
+}
+
+/// The training_info fixture with W1's bytes written to `dir/weights.bin` and referenced as
+/// `location` (which may point elsewhere, for tests of bad locations).
+pub fn external_data_model(dir: &Path, location: &str) -> PathBuf {
+    let path = external_data_model_with(dir, &[("W1", location)], false);
+    let w1 = training_info_model()
+        .graph
+        .and_then(|g| g.initializer.into_iter().find(|t| t.name() == "W1"))
+        .and_then(|t| t.raw_data)
+        .expect("W1 has raw data");
+    std::fs::write(dir.join("weights.bin"), &w1).expect("writes data");
+    path
+}
