@@ -583,26 +583,30 @@ pub fn rewrite(dir: &Path, output: &Path, options: &RewriteOptions) -> Result<Re
     let stale = files.stale_after_rewrite();
     not_copied.extend(stale.iter().cloned());
     let staged = StagedDir::new(output, options.force)?;
-    copy_entries_except(dir, staged.path(), &not_copied)?;
-    write_model(&training, &staged.path().join(files.training()), true)?;
-    if let Some(eval) = &eval {
-        write_model(eval, &staged.path().join(files.eval()), true)?;
-    }
-    // Slow weights double the parameter bytes; past ORT's own threshold the parameters go to
-    // checkpoint.data as ORT would put them, which keeps the FlatBuffer under its 2 GiB limit.
-    let layout = if checkpoint.inline_data_bytes() >= EXTERNAL_DATA_THRESHOLD {
-        ExternalDataLayout::ModuleStateExternal
-    } else {
-        ExternalDataLayout::Keep
+    let write_all = || -> Result<()> {
+        copy_entries_except(dir, staged.path(), &not_copied)?;
+        write_model(&training, &staged.path().join(files.training()), true)?;
+        if let Some(eval) = &eval {
+            write_model(eval, &staged.path().join(files.eval()), true)?;
+        }
+        // Slow weights double the parameter bytes; past ORT's own threshold the parameters go to
+        // checkpoint.data as ORT would put them, which keeps the FlatBuffer under its 2 GiB limit.
+        let layout = if checkpoint.inline_data_bytes() >= EXTERNAL_DATA_THRESHOLD {
+            ExternalDataLayout::ModuleStateExternal
+        } else {
+            ExternalDataLayout::Keep
+        };
+        write_checkpoint_with(&checkpoint, staged.path().join(files.checkpoint()), layout)?;
+        if let Some(nominal) = &nominal {
+            write_checkpoint_with(
+                nominal,
+                staged.path().join(files.nominal_checkpoint()),
+                ExternalDataLayout::Keep,
+            )?;
+        }
+        Ok(())
     };
-    write_checkpoint_with(&checkpoint, staged.path().join(files.checkpoint()), layout)?;
-    if let Some(nominal) = &nominal {
-        write_checkpoint_with(
-            nominal,
-            staged.path().join(files.nominal_checkpoint()),
-            ExternalDataLayout::Keep,
-        )?;
-    }
+    write_all().map_err(|e| staged.blame(e))?;
     staged.commit()?;
     Ok(RewriteSummary {
         format: Format::OrtArtifacts,

@@ -99,6 +99,29 @@ impl StagedDir {
         }
     }
 
+    /// The error with a staged path replaced by the path it will have in the destination: the
+    /// staging folder is an implementation detail (and gone once the error is reported).
+    pub fn blame(&self, error: Error) -> Error {
+        match error {
+            Error::Io {
+                action,
+                path,
+                source,
+            } => {
+                let path = match path.strip_prefix(self.path()) {
+                    Ok(rest) => self.destination.join(rest),
+                    Err(_) => path,
+                };
+                Error::Io {
+                    action,
+                    path,
+                    source,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Moves the finished directory to its destination. An existing destination (allowed by
     /// `overwrite`, and checked to be an earlier output by the caller) is first moved aside and
     /// removed only after the new one is in place.
