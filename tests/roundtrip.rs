@@ -12,8 +12,10 @@ use onnx_lookahead::generated::onnx::{
 use onnx_lookahead::io::model::{encode_model, load_model};
 use prost::Message;
 
+mod common;
+
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    common::fixture("")
 }
 
 fn onnx_files(dir: &Path, into: &mut Vec<PathBuf>) {
@@ -46,7 +48,7 @@ fn every_fixture_model_round_trips_byte_identical() {
 
 #[test]
 fn decode_is_zero_copy() {
-    let path = fixtures().join("mlp_inference.onnx");
+    let path = common::fixture("mlp_inference.onnx");
     let file = load_model(&path).unwrap();
     let source = file.source.as_ptr_range();
     let graph = file.model.graph.as_ref().unwrap();
@@ -117,7 +119,7 @@ fn with_ir14_fields(mut model: ModelProto) -> ModelProto {
 fn ir14_fields_survive_round_trip_and_rewrite() {
     let dir = tempfile::tempdir().unwrap();
     let base = ModelProto::decode(
-        std::fs::read(fixtures().join("training_info_sgd.onnx"))
+        std::fs::read(common::fixture("training_info_sgd.onnx"))
             .unwrap()
             .as_slice(),
     )
@@ -160,7 +162,7 @@ fn training_info_rewrite_preserves_unrelated_fields() {
     use onnx_lookahead::generated::onnx::{FunctionProto, NodeProto, ValueInfoProto};
     let dir = tempfile::tempdir().unwrap();
     let mut model = ModelProto::decode(
-        std::fs::read(fixtures().join("training_info_sgd.onnx"))
+        std::fs::read(common::fixture("training_info_sgd.onnx"))
             .unwrap()
             .as_slice(),
     )

@@ -2,15 +2,10 @@
 //! shows exactly what the rewrite injects, and any change to it shows up in the diff.
 //! Update deliberately with `cargo insta review` (or INSTA_UPDATE=always cargo test).
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::fixture;
 use onnx_lookahead::{Options, RewriteOptions};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
 
 fn options(k: u64, alpha: f64) -> RewriteOptions {
     RewriteOptions {

@@ -2,7 +2,7 @@
 
 Each test builds a training_info model, rewrites it with the CLI, trains it in the reference
 runtime and compares, at every step, the ORIGINAL weights (``state[weight]``) and the reported
-losses with the NumPy Lookahead reference (shared/design/lookahead.md).  The tests are black box:
+losses with the NumPy Lookahead reference (README.md, "Lookahead semantics").  The tests are black box:
 they never look at the names or structure the rewrite adds, so any correct implementation passes.
 
 Checking every step matters: wrong variants (sync at step 1, k+1, ...; slow weights created at the

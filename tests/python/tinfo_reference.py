@@ -5,7 +5,7 @@ of the ONNX graphs, so agreement with a runtime (float32) within 1e-5 checks the
 runtime's semantics and the lowering at once.
 
 The optimizer rules are written from the operator definitions of ai.onnx.preview.training
-(Momentum, Adam, Adagrad); Lookahead follows shared/design/lookahead.md: slow weights start as the
+(Momentum, Adam, Adagrad); Lookahead follows README.md ("Lookahead semantics"): slow weights start as the
 initial weights, after inner steps k, 2k, ... ``slow += alpha * (fast - slow); fast = slow``, and
 the inner optimizer state is kept across syncs.
 """

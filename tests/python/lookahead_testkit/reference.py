@@ -9,7 +9,7 @@ The inner optimizers reproduce what ONNX Runtime's artifacts do, in float32:
   applied after the update (p -= lr * wd * p). The step count t starts at 1.
 test_harness.py checks both against stock (un-rewritten) artifacts.
 
-Lookahead follows /work/shared/design/lookahead.md (Zhang et al. 2019, Algorithm 1): slow weights
+Lookahead follows README.md, "Lookahead semantics" (Zhang et al. 2019, Algorithm 1): slow weights
 start as the initial weights, the inner optimizer keeps its state across syncs, and after inner
 steps k, 2k, ...: slow <- slow + alpha * (fast - slow); fast <- slow. Only trainable parameters take
 part; frozen ones are never touched.
