@@ -16,3 +16,4 @@ pub mod lookahead;
 pub mod pipeline;
 pub use lookahead::Options;
 pub use pipeline::{RewriteOptions, RewriteSummary, dump, inspect, rewrite};
+pub mod scheme;

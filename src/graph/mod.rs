@@ -4,6 +4,7 @@
 pub mod build;
 pub mod dataflow;
 pub mod dump;
+pub mod emit;
 pub mod names;
 pub mod order;
 pub mod patch;

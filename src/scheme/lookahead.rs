@@ -1,0 +1,256 @@
+//! Lookahead (Zhang, Lucas, Hinton, Ba 2019, Algorithm 1): one slow copy per parameter; after
+//! every k inner steps `slow <- slow + alpha * (fast - slow); fast <- slow`. The inner optimizer's
+//! state is kept (the paper's default).
+
+use serde_json::{Map, Value, json};
+
+use super::{EvalView, EvalWeights, Param, Scheme, Synced};
+use crate::error::{Error, Result};
+use crate::graph::emit::Emitter;
+use crate::io::dtype;
+
+/// Lookahead(k, alpha).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lookahead {
+    pub k: u64,
+    pub alpha: f64,
+}
+
+impl Default for Lookahead {
+    fn default() -> Self {
+        Lookahead { k: 5, alpha: 0.5 }
+    }
+}
+
+impl Lookahead {
+    pub fn new(k: u64, alpha: f64) -> Result<Self> {
+        if k < 1 {
+            return Err(Error::InvalidOption(format!(
+                "k (sync period) must be an integer >= 1, got {k}"
+            )));
+        }
+        if !(alpha.is_finite() && alpha > 0.0 && alpha <= 1.0) {
+            return Err(Error::InvalidOption(format!(
+                "alpha must satisfy 0 < alpha <= 1, got {alpha:?}"
+            )));
+        }
+        Ok(Lookahead { k, alpha })
+    }
+
+    /// The name of alpha in the parameter's type, refused when the type rounds it to 0, or to 1
+    /// when it is not 1 (the stored value would not be the alpha the user asked for).
+    fn alpha_constant(&self, e: &mut Emitter, p: Param) -> Result<String> {
+        let type_name = dtype::name(p.data_type);
+        let unsupported = || {
+            Error::InvalidOption(format!(
+                "parameter {} has type {type_name}, which Lookahead cannot interpolate",
+                p.name
+            ))
+        };
+        let stored = stored_value(p.data_type, self.alpha).ok_or_else(unsupported)?;
+        if stored == 0.0 {
+            return Err(Error::InvalidOption(format!(
+                "alpha {:?} rounds to 0 in {type_name} (the type of weight {}); choose a larger alpha",
+                self.alpha, p.name
+            )));
+        }
+        if stored == 1.0 && self.alpha != 1.0 {
+            return Err(Error::InvalidOption(format!(
+                "alpha {:?} rounds to 1 in {type_name} (the type of weight {}); pass --alpha 1 or a smaller alpha",
+                self.alpha, p.name
+            )));
+        }
+        e.scalar(p.data_type, self.alpha, "alpha")
+            .ok_or_else(unsupported)
+    }
+}
+
+impl Scheme for Lookahead {
+    fn name(&self) -> &'static str {
+        "lookahead"
+    }
+
+    fn settings(&self) -> Map<String, Value> {
+        let mut settings = Map::new();
+        settings.insert("k".into(), json!(self.k));
+        settings.insert("alpha".into(), json!(self.alpha));
+        settings
+    }
+
+    fn period(&self) -> u64 {
+        self.k
+    }
+
+    fn state_slots(&self) -> &'static [&'static str] {
+        &["slow"]
+    }
+
+    fn sync(&self, e: &mut Emitter, p: Param, fast: &str, state: &[String]) -> Result<Synced> {
+        let slow = slot(state, p)?;
+        if self.alpha == 1.0 {
+            // slow + 1 * (fast - slow) can round differently from fast: copy instead, so that
+            // alpha = 1 gives back the inner optimizer exactly.
+            return Ok(Synced {
+                fast: fast.to_string(),
+                state: vec![fast.to_string()],
+            });
+        }
+        let alpha = self.alpha_constant(e, p)?;
+        let diff = e.op("Sub", &[fast, slow], &format!("diff__{}", p.name));
+        let step = e.op("Mul", &[&alpha, &diff], &format!("scaled__{}", p.name));
+        let slow_new = e.op("Add", &[slow, &step], &format!("slow_new__{}", p.name));
+        Ok(Synced {
+            fast: slow_new.clone(),
+            state: vec![slow_new],
+        })
+    }
+
+    fn eval_view(
+        &self,
+        e: &mut Emitter,
+        p: Param,
+        fast: &str,
+        state: &[String],
+        weights: EvalWeights,
+    ) -> Result<EvalView> {
+        let synced = self.sync(e, p, fast, state)?;
+        Ok(match weights {
+            EvalWeights::Lookahead => EvalView {
+                pending: synced.fast,
+                between: fast.to_string(),
+            },
+            EvalWeights::Slow => EvalView {
+                pending: synced.state[0].clone(),
+                between: slot(state, p)?.to_string(),
+            },
+        })
+    }
+}
+
+fn slot<'s>(state: &'s [String], p: Param) -> Result<&'s str> {
+    state
+        .first()
+        .map(String::as_str)
+        .ok_or_else(|| Error::Validation {
+            graph: p.name.to_string(),
+            reason: "Lookahead needs one state tensor (the slow weight)".into(),
+        })
+}
+
+/// The value `alpha` takes once stored in a tensor of `data_type` (None: not a floating-point type).
+pub(crate) fn stored_value(data_type: i32, alpha: f64) -> Option<f64> {
+    use crate::generated::onnx::tensor_proto::DataType;
+    let kind = DataType::try_from(data_type).ok()?;
+    match kind {
+        DataType::Double => Some(alpha),
+        DataType::Float => Some(f64::from(alpha as f32)),
+        DataType::Float16 | DataType::Bfloat16 => {
+            let tensor = crate::graph::build::scalar_float_of_type("", kind, alpha)?;
+            let raw = tensor.raw_data?;
+            let bits = u16::from_le_bytes([*raw.first()?, *raw.get(1)?]);
+            Some(if kind == DataType::Bfloat16 {
+                f64::from(f32::from_bits(u32::from(bits) << 16))
+            } else {
+                f16_to_f64(bits)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// IEEE half precision bits to a double (exact).
+fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1f);
+    let mantissa = f64::from(bits & 0x3ff);
+    sign * match exponent {
+        0 => mantissa * 2f64.powi(-24),
+        0x1f if mantissa == 0.0 => f64::INFINITY,
+        0x1f => f64::NAN,
+        e => (1.0 + mantissa / 1024.0) * 2f64.powi(e - 15),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::names::NameGenerator;
+    use crate::io::dtype::code;
+
+    #[test]
+    fn options_are_validated() {
+        assert!(Lookahead::new(1, 1.0).is_ok());
+        assert!(Lookahead::new(5, 0.5).is_ok());
+        assert!(Lookahead::new(0, 0.5).is_err());
+        assert!(Lookahead::new(5, 0.0).is_err());
+        assert!(Lookahead::new(5, 1.5).is_err());
+        assert!(Lookahead::new(5, f64::NAN).is_err());
+        assert!(Lookahead::new(5, -0.1).is_err());
+    }
+
+    #[test]
+    fn stored_alpha_rounds_like_the_tensor() {
+        assert_eq!(stored_value(code::FLOAT16, 0.5), Some(0.5));
+        assert_eq!(stored_value(code::FLOAT16, 1e-8), Some(0.0));
+        assert_eq!(stored_value(code::FLOAT16, 0.99999), Some(1.0));
+        assert_eq!(stored_value(code::FLOAT, 1e-50), Some(0.0));
+        assert_eq!(stored_value(code::BFLOAT16, 0.5), Some(0.5));
+        assert_eq!(stored_value(code::DOUBLE, 1e-300), Some(1e-300));
+        assert_eq!(stored_value(code::INT64, 0.5), None);
+        assert!((stored_value(code::FLOAT16, 0.8).unwrap() - 0.7998046875).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sync_is_slow_plus_alpha_times_the_difference() {
+        let mut names = NameGenerator::empty();
+        let mut e = Emitter::new(&mut names, "x__");
+        let p = Param {
+            name: "W",
+            data_type: code::FLOAT,
+        };
+        let synced = Lookahead::new(5, 0.5)
+            .unwrap()
+            .sync(&mut e, p, "W_new", &["S".into()])
+            .unwrap();
+        let ops: Vec<String> = e
+            .take_nodes()
+            .iter()
+            .map(|n| format!("{}({})", n.op_type(), n.input.join(",")))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "Sub(W_new,S)",
+                "Mul(x__alpha,x__diff__W)",
+                "Add(S,x__scaled__W)"
+            ]
+        );
+        assert_eq!(synced.fast, synced.state[0]);
+        // alpha = 1: a copy, no arithmetic.
+        let synced = Lookahead::new(5, 1.0)
+            .unwrap()
+            .sync(&mut e, p, "W_new", &["S".into()])
+            .unwrap();
+        assert_eq!(
+            synced,
+            Synced {
+                fast: "W_new".into(),
+                state: vec!["W_new".into()]
+            }
+        );
+        assert!(e.take_nodes().is_empty());
+        let err = Lookahead::new(5, 1e-8)
+            .unwrap()
+            .sync(
+                &mut e,
+                Param {
+                    name: "H",
+                    data_type: code::FLOAT16,
+                },
+                "H_new",
+                &["S".into()],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("rounds to 0 in float16"), "{err}");
+    }
+}

@@ -1,0 +1,86 @@
+//! Averaging schemes: what is kept per parameter, when it syncs, the arithmetic of a sync, and
+//! what evaluation sees. Lookahead is one scheme; the format injections (`inject/`) wire any
+//! scheme into ORT artifacts and training_info models through this trait, so a second scheme
+//! (an EMA of the weights, SWA) is one new file here.
+
+pub mod lookahead;
+
+use serde_json::{Map, Value};
+
+use crate::error::Result;
+use crate::graph::emit::Emitter;
+
+pub use lookahead::Lookahead;
+
+/// A wrapped parameter as a scheme sees it: its name (for messages) and element type (for
+/// constants).
+#[derive(Debug, Clone, Copy)]
+pub struct Param<'a> {
+    pub name: &'a str,
+    pub data_type: i32,
+}
+
+/// The values a sync produces for one parameter. A name equal to its input means "unchanged":
+/// the injection then writes nothing for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synced {
+    pub fast: String,
+    pub state: Vec<String>,
+}
+
+/// Which weights evaluation (the eval graph, exports, `run_inference`) reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalWeights {
+    /// The weights training continues from (for Lookahead: the fast weights, synced at a sync).
+    #[default]
+    Lookahead,
+    /// The scheme's averaged weights (for Lookahead: the slow weights).
+    Slow,
+}
+
+impl EvalWeights {
+    pub fn id(self) -> &'static str {
+        match self {
+            EvalWeights::Lookahead => "lookahead",
+            EvalWeights::Slow => "slow",
+        }
+    }
+}
+
+/// What evaluation reads for one parameter: right after a sync step (the sync is pending until
+/// the next training forward performs it), and between syncs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalView {
+    pub pending: String,
+    pub between: String,
+}
+
+pub trait Scheme {
+    /// The name recorded in rewritten models ("lookahead").
+    fn name(&self) -> &'static str;
+
+    /// The settings recorded with the name (for Lookahead `{"k": 5, "alpha": 0.5}`).
+    fn settings(&self) -> Map<String, Value>;
+
+    /// Inner steps per cycle: a sync follows steps period, 2 period, ...
+    fn period(&self) -> u64;
+
+    /// The state tensors each wrapped parameter gets, by role ("slow"); each starts as a copy of
+    /// the parameter's initial value.
+    fn state_slots(&self) -> &'static [&'static str];
+
+    /// Emits the arithmetic of a sync of one parameter: `fast` is its value after the inner
+    /// optimizer's step, `state` its state tensors (in `state_slots` order).
+    fn sync(&self, e: &mut Emitter, p: Param, fast: &str, state: &[String]) -> Result<Synced>;
+
+    /// Emits what evaluation reads for one parameter whose current value is `fast`.
+    fn eval_view(
+        &self,
+        e: &mut Emitter,
+        p: Param,
+        fast: &str,
+        state: &[String],
+        weights: EvalWeights,
+    ) -> Result<EvalView>;
+}
