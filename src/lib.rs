@@ -16,4 +16,5 @@ pub mod lookahead;
 pub mod pipeline;
 pub use lookahead::Options;
 pub use pipeline::{RewriteOptions, RewriteSummary, dump, inspect, rewrite};
+pub mod record;
 pub mod scheme;
