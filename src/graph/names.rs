@@ -1,13 +1,16 @@
 //! Fresh names: a generator that never returns a name used in any scope of the model, nor one
 //! it returned before.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::generated::onnx::ModelProto;
 use crate::graph::scope::collect_all_names;
 
 pub struct NameGenerator {
     used: BTreeSet<String>,
+    /// Per base given to `fresh`: the counter to try next. Names are never released, so every
+    /// counter below it is still taken (this keeps n calls with one base linear, not quadratic).
+    next_counter: HashMap<String, u64>,
 }
 
 impl NameGenerator {
@@ -46,6 +49,7 @@ impl NameGenerator {
     pub fn empty() -> Self {
         NameGenerator {
             used: BTreeSet::new(),
+            next_counter: HashMap::new(),
         }
     }
 
@@ -65,13 +69,18 @@ impl NameGenerator {
 
     /// `base` itself if free, else `base_1`, `base_2`, ...; the result is reserved.
     pub fn fresh(&mut self, base: &str) -> String {
-        let mut candidate = base.to_string();
-        let mut counter = 0u64;
+        let mut counter = self.next_counter.get(base).copied().unwrap_or(0);
+        let mut candidate = if counter == 0 {
+            base.to_string()
+        } else {
+            format!("{base}_{counter}")
+        };
         while self.used.contains(&candidate) {
             counter += 1;
             candidate = format!("{base}_{counter}");
         }
         self.used.insert(candidate.clone());
+        self.next_counter.insert(base.to_string(), counter + 1);
         candidate
     }
 }
@@ -88,5 +97,21 @@ mod tests {
         assert_eq!(names.fresh("x"), "x_3");
         assert_eq!(names.fresh("y"), "y");
         assert_eq!(names.fresh("y"), "y_1");
+    }
+
+    #[test]
+    fn fresh_names_skip_names_reserved_between_calls() {
+        let mut names = NameGenerator::empty();
+        assert_eq!(names.fresh("n"), "n");
+        names.reserve(["n_1", "n_3"]);
+        assert_eq!(names.fresh("n"), "n_2");
+        assert_eq!(names.fresh("n"), "n_4");
+        // Another base whose names look like the first one's numbered names.
+        assert_eq!(names.fresh("n_4"), "n_4_1");
+        names.reserve(["m"]);
+        assert_eq!(names.fresh("m"), "m_1");
+        let many: Vec<String> = (0..1000).map(|_| names.fresh("k")).collect();
+        assert_eq!(many[0], "k");
+        assert_eq!(many[999], "k_999");
     }
 }

@@ -303,3 +303,157 @@ fn apply_bindings(model: &mut ModelProto, edits: Vec<BindingEdit>) -> Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generated::onnx::AttributeProto;
+
+    fn node(inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            op_type: Some("Op".into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn binding(key: &str, value: &str) -> StringStringEntryProto {
+        StringStringEntryProto {
+            key: Some(key.into()),
+            value: Some(value.into()),
+        }
+    }
+
+    /// Main graph: reads of a, b, c, one in a subgraph that defines b itself.
+    fn model() -> ModelProto {
+        let mut with_branch = node(&["a"], &["o"]);
+        with_branch.attribute.push(AttributeProto {
+            name: Some("then_branch".into()),
+            g: Some(GraphProto {
+                node: vec![node(&["a"], &["b"]), node(&["b", "c"], &["r"])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        ModelProto {
+            graph: Some(GraphProto {
+                node: vec![
+                    node(&["a", "b"], &["x"]),
+                    with_branch,
+                    node(&["c", "a"], &["y", "z"]),
+                ],
+                ..Default::default()
+            }),
+            training_info: vec![TrainingInfoProto {
+                update_binding: vec![binding("k", "1"), binding("j", "2"), binding("k", "3")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Applying the edits in one patch gives what applying them one patch each gives.
+    fn same_as_one_by_one(graph_edits: Vec<GraphEdit>, binding_edits: Vec<BindingEdit>) {
+        let mut together = model();
+        let patch = ModelPatch {
+            graph_edits: graph_edits
+                .iter()
+                .map(|e| (GraphId::Main, e.clone()))
+                .collect(),
+            binding_edits: binding_edits.clone(),
+            ..Default::default()
+        };
+        apply(&mut together, patch).unwrap();
+        let mut one_by_one = model();
+        for edit in graph_edits {
+            let mut patch = ModelPatch::default();
+            patch.edit(GraphId::Main, edit);
+            apply(&mut one_by_one, patch).unwrap();
+        }
+        for edit in binding_edits {
+            let patch = ModelPatch {
+                binding_edits: vec![edit],
+                ..Default::default()
+            };
+            apply(&mut one_by_one, patch).unwrap();
+        }
+        assert_eq!(together, one_by_one);
+        assert_ne!(together, model());
+    }
+
+    fn redirect(from: &str, to: &str) -> GraphEdit {
+        GraphEdit::RedirectReads {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    fn rename_output(from: &str, to: &str) -> GraphEdit {
+        GraphEdit::RenameProducedOutput {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn redirects_in_one_pass_match_redirects_one_by_one() {
+        same_as_one_by_one(vec![redirect("a", "a2"), redirect("c", "c2")], vec![]);
+        // Chained: the second reads what the first wrote (and b is shadowed in the subgraph).
+        same_as_one_by_one(vec![redirect("a", "b"), redirect("b", "d")], vec![]);
+        // The same name twice, a no-op redirect, a redirect onto a redirected name.
+        same_as_one_by_one(
+            vec![
+                redirect("a", "a2"),
+                redirect("c", "c"),
+                redirect("a", "a3"),
+                redirect("c", "a"),
+            ],
+            vec![],
+        );
+    }
+
+    #[test]
+    fn output_renames_and_bindings_match_one_by_one() {
+        same_as_one_by_one(
+            vec![
+                rename_output("z", "z2"),
+                rename_output("x", "x2"),
+                rename_output("z2", "z3"),
+                rename_output("y", "x"),
+            ],
+            vec![],
+        );
+        let update = |key: &str, value: &str| BindingEdit::SetUpdate {
+            info: 0,
+            key: key.into(),
+            value: value.into(),
+        };
+        let init = |key: &str, value: &str| BindingEdit::SetInitialization {
+            info: 0,
+            key: key.into(),
+            value: value.into(),
+        };
+        same_as_one_by_one(
+            vec![],
+            vec![
+                update("k", "4"),
+                update("new", "5"),
+                init("k", "6"),
+                update("new", "7"),
+                update("j", "8"),
+                init("k", "9"),
+            ],
+        );
+    }
+
+    #[test]
+    fn renaming_an_output_nobody_produces_fails() {
+        let mut m = model();
+        let mut patch = ModelPatch::default();
+        patch.edit(GraphId::Main, rename_output("x", "x2"));
+        patch.edit(GraphId::Main, rename_output("x", "x3"));
+        let err = apply(&mut m, patch).unwrap_err().to_string();
+        assert!(err.contains("no node produces \"x\""), "{err}");
+    }
+}

@@ -212,3 +212,91 @@ fn rename_outer_reads(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generated::onnx::ValueInfoProto;
+
+    fn node(inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            op_type: Some("Op".into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn with_branch(mut n: NodeProto, nodes: Vec<NodeProto>, outputs: &[&str]) -> NodeProto {
+        n.attribute.push(AttributeProto {
+            name: Some("then_branch".into()),
+            g: Some(GraphProto {
+                node: nodes,
+                output: outputs
+                    .iter()
+                    .map(|o| ValueInfoProto {
+                        name: Some(o.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        n
+    }
+
+    /// If(c) whose branch defines `a`, reads `x`, and holds another If whose branch reads `a`
+    /// (defined one level up), `y` and `x` again, and outputs `z` (defined nowhere).
+    fn nested_if() -> NodeProto {
+        let inner = with_branch(
+            node(&["a"], &["i"]),
+            vec![node(&["a", "y", "x"], &["j"])],
+            &["j", "z"],
+        );
+        with_branch(
+            node(&["c", "c"], &["o"]),
+            vec![node(&["x"], &["a"]), inner],
+            &["i"],
+        )
+    }
+
+    fn strings(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn reads_through_nested_subgraphs() {
+        let n = nested_if();
+        assert_eq!(node_reads(&n), strings(&["c", "x", "y", "z"]));
+        let mut names = Vec::new();
+        SubgraphReads::default().node(&n, &mut names);
+        assert_eq!(names, ["c", "x", "y", "z"]);
+        let branch = subgraphs(&n).next().cloned().unwrap_or_default();
+        assert_eq!(outer_reads(&branch), strings(&["x", "y", "z"]));
+    }
+
+    #[test]
+    fn renames_every_read_in_one_pass_except_shadowed_ones() {
+        let mut nodes = vec![nested_if(), node(&["a", "x", "c"], &["p"])];
+        let renames: HashMap<String, String> = [("a", "A"), ("x", "X"), ("z", "Z"), ("c", "C")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        rename_reads(&mut nodes, &renames);
+        let expected = {
+            let inner = with_branch(
+                node(&["a"], &["i"]),
+                vec![node(&["a", "y", "X"], &["j"])],
+                &["j", "Z"],
+            );
+            let outer = with_branch(
+                node(&["C", "C"], &["o"]),
+                vec![node(&["X"], &["a"]), inner],
+                &["i"],
+            );
+            vec![outer, node(&["A", "X", "C"], &["p"])]
+        };
+        assert_eq!(nodes, expected);
+    }
+}
