@@ -1,15 +1,16 @@
 //! Fresh names: a generator that never returns a name used in any scope of the model, nor one
 //! it returned before.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use crate::generated::onnx::ModelProto;
-use crate::graph::scope::collect_all_names;
+use crate::graph::scope::visit_all_names;
 
 pub struct NameGenerator {
-    used: BTreeSet<String>,
-    /// Per base given to `fresh`: the counter to try next. Names are never released, so every
-    /// counter below it is still taken (this keeps n calls with one base linear, not quadratic).
+    used: HashSet<String>,
+    /// Per base given to `fresh` that needed a counter: the counter to try next. Names are never
+    /// released, so every counter below it is still taken (this keeps n calls with one base
+    /// linear, not quadratic).
     next_counter: HashMap<String, u64>,
 }
 
@@ -25,30 +26,39 @@ impl NameGenerator {
     /// Reserves every name of another model (several models share a runtime namespace).
     pub fn reserve_model(&mut self, model: &ModelProto) {
         let used = &mut self.used;
+        let mut reserve = |name: &str| {
+            // Most names repeat (every read of a tensor): allocate only for new ones.
+            if !used.contains(name) {
+                used.insert(name.to_string());
+            }
+        };
         if let Some(graph) = &model.graph {
-            collect_all_names(graph, used);
+            visit_all_names(graph, &mut reserve);
         }
         for info in &model.training_info {
             for graph in [&info.initialization, &info.algorithm]
                 .into_iter()
                 .flatten()
             {
-                collect_all_names(graph, used);
+                visit_all_names(graph, &mut reserve);
             }
         }
         for function in &model.functions {
-            used.extend(function.input.iter().cloned());
-            used.extend(function.output.iter().cloned());
+            let names = function.input.iter().chain(&function.output);
+            for name in names {
+                reserve(name);
+            }
             for node in &function.node {
-                used.extend(node.output.iter().cloned());
-                used.extend(node.name.iter().cloned());
+                for name in node.output.iter().chain(&node.name) {
+                    reserve(name);
+                }
             }
         }
     }
 
     pub fn empty() -> Self {
         NameGenerator {
-            used: BTreeSet::new(),
+            used: HashSet::new(),
             next_counter: HashMap::new(),
         }
     }
@@ -58,13 +68,13 @@ impl NameGenerator {
         self.used.extend(names.into_iter().map(Into::into));
     }
 
-    /// The first used name that starts with `prefix` (names are kept sorted).
+    /// The first used name (in sorted order) that starts with `prefix`.
     pub fn first_with_prefix(&self, prefix: &str) -> Option<&str> {
         self.used
-            .range(prefix.to_string()..)
-            .next()
-            .map(String::as_str)
+            .iter()
             .filter(|n| n.starts_with(prefix))
+            .min()
+            .map(String::as_str)
     }
 
     /// `base` itself if free, else `base_1`, `base_2`, ...; the result is reserved.
@@ -80,7 +90,10 @@ impl NameGenerator {
             candidate = format!("{base}_{counter}");
         }
         self.used.insert(candidate.clone());
-        self.next_counter.insert(base.to_string(), counter + 1);
+        // A base used once needs no entry (the next call tries `base` first, then `base_1`).
+        if counter > 0 {
+            self.next_counter.insert(base.to_string(), counter + 1);
+        }
         candidate
     }
 }
@@ -113,5 +126,13 @@ mod tests {
         let many: Vec<String> = (0..1000).map(|_| names.fresh("k")).collect();
         assert_eq!(many[0], "k");
         assert_eq!(many[999], "k_999");
+    }
+
+    #[test]
+    fn first_with_prefix_is_the_smallest_match() {
+        let mut names = NameGenerator::empty();
+        assert_eq!(names.first_with_prefix("la__"), None);
+        names.reserve(["la__z", "la_", "la__b", "a", "z", "la__c"]);
+        assert_eq!(names.first_with_prefix("la__"), Some("la__b"));
     }
 }

@@ -123,23 +123,34 @@ impl<'g> SubgraphReads<'g> {
 }
 
 /// Every tensor and node name used anywhere in a graph and its subgraphs (any scope), so a new
-/// name can be chosen that clashes with nothing.
-pub fn collect_all_names(graph: &GraphProto, into: &mut BTreeSet<String>) {
-    into.extend(graph.input.iter().map(|v| v.name().to_string()));
-    into.extend(graph.output.iter().map(|v| v.name().to_string()));
-    into.extend(graph.value_info.iter().map(|v| v.name().to_string()));
-    into.extend(graph.initializer.iter().map(|t| t.name().to_string()));
+/// name can be chosen that clashes with nothing. `visit` sees each use (a name can repeat).
+pub fn visit_all_names<'g>(graph: &'g GraphProto, visit: &mut dyn FnMut(&'g str)) {
+    let value_infos = graph
+        .input
+        .iter()
+        .chain(&graph.output)
+        .chain(&graph.value_info);
+    for name in value_infos.map(|v| v.name()) {
+        visit(name);
+    }
+    for name in graph.initializer.iter().map(|t| t.name()) {
+        visit(name);
+    }
     for sparse in &graph.sparse_initializer {
-        into.extend(sparse.values.iter().map(|t| t.name().to_string()));
+        if let Some(values) = &sparse.values {
+            visit(values.name());
+        }
     }
     for node in &graph.node {
         if let Some(name) = &node.name {
-            into.insert(name.clone());
+            visit(name);
         }
-        into.extend(node.input.iter().filter(|n| !n.is_empty()).cloned());
-        into.extend(node.output.iter().filter(|n| !n.is_empty()).cloned());
+        let tensors = node.input.iter().chain(&node.output);
+        for name in tensors.filter(|n| !n.is_empty()) {
+            visit(name);
+        }
         for sub in subgraphs(node) {
-            collect_all_names(sub, into);
+            visit_all_names(sub, visit);
         }
     }
 }
