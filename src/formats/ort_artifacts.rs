@@ -7,6 +7,7 @@
 //! the training graph takes together with a gradient accumulation buffer
 //! (`<P>_grad.accumulation.buffer`); frozen parameters are the checkpoint's other parameters.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -283,7 +284,8 @@ pub fn analyze(artifacts: &OrtArtifacts) -> Result<OrtAnalysis> {
         path: artifacts.dir.join(artifacts.files.training()),
         reason: format!("{:?} is defined more than once", d.name),
     })?;
-    let is_input = |name: &str| training_graph.input.iter().any(|i| i.name() == name);
+    let inputs: HashSet<&str> = training_graph.input.iter().map(|i| i.name()).collect();
+    let is_input = |name: &str| inputs.contains(name);
     let accumulated = |param: &str| {
         let buffer = format!("{param}{ACCUMULATION_BUFFER_SUFFIX}");
         is_input(&buffer)
@@ -327,17 +329,19 @@ pub fn inspect(dir: &Path) -> Result<Report> {
             inspect::injected_nodes(&label, g, &mut injected_nodes);
         }
     }
+    let wrapped: HashSet<&str> = analysis.wrapped.iter().map(String::as_str).collect();
+    let trainable: HashSet<&str> = analysis.trainable.iter().map(String::as_str).collect();
     let param = |t: &CheckpointTensor, trainable: bool| ParameterReport {
         name: t.name.clone(),
         trainable,
-        lookahead: analysis.wrapped.contains(&t.name),
+        lookahead: wrapped.contains(t.name.as_str()),
         data_type: inspect::data_type_name(t.data_type),
         shape: t.dims.clone(),
     };
     let mut parameters: Vec<ParameterReport> = artifacts
         .requires_grad()
         .iter()
-        .map(|t| param(t, analysis.trainable.contains(&t.name)))
+        .map(|t| param(t, trainable.contains(t.name.as_str())))
         .collect();
     let mut injected_state = Vec::new();
     for t in artifacts.frozen() {

@@ -7,7 +7,7 @@
 //! arithmetic (W_new = W - lr * G). Keys bound to optimizer state outputs (V_new, H_new) and
 //! integer counters are optimizer state, not weights.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -75,7 +75,7 @@ pub struct TrainedWeight {
     pub dims: Vec<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpdateNode {
     /// "algorithm[i]" or "graph".
     pub graph: String,
@@ -126,6 +126,7 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
         main.initializer.iter().map(|t| (t.name(), t)).collect();
     let main_flow = dataflow(main, "graph", path)?;
     let mut analysis = TrainingInfoAnalysis::default();
+    let mut seen_update_nodes: HashSet<UpdateNode> = HashSet::new();
     for (info_index, info) in model.training_info.iter().enumerate() {
         let empty = GraphProto::default();
         let algorithm = info.algorithm.as_ref().unwrap_or(&empty);
@@ -140,9 +141,10 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
                 }
             }
         }
+        let mut sync = SyncBranches::default();
         for binding in &info.update_binding {
             let key = binding.key();
-            let (value, has_lookahead) = see_through_sync(algorithm, &algo_flow, binding.value());
+            let (value, has_lookahead) = sync.see_through(algorithm, &algo_flow, binding.value());
             let init = main_inits.get(key).filter(|t| is_float_type(t.data_type()));
             let from_algorithm = algo_flow
                 .produced_by(value)
@@ -178,7 +180,7 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
                         name: node_label(node, position),
                         op_type: node.op_type().to_string(),
                     };
-                    if !analysis.update_nodes.contains(&update_node) {
+                    if seen_update_nodes.insert(update_node.clone()) {
                         analysis.update_nodes.push(update_node.clone());
                     }
                     analysis.weights.push(TrainedWeight {
@@ -201,37 +203,64 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
 
 /// On a rewritten model a weight is bound to an output of the injected sync If; its else-branch
 /// passes the inner optimizer's value through an Identity. Follow that back so the analysis of
-/// a rewritten model reports the original update (and that Lookahead wraps it).
-fn see_through_sync<'g>(
-    algorithm: &'g GraphProto,
-    flow: &Dataflow,
-    value: &'g str,
-) -> (&'g str, bool) {
-    let Some((i, slot)) = flow.produced_by(value) else {
-        return (value, false);
-    };
-    let node = &algorithm.node[i];
-    if node.op_type() != "If" || !node.name().starts_with(crate::lookahead::NAME_PREFIX) {
-        return (value, false);
-    }
-    let else_branch = node
-        .attribute
-        .iter()
-        .find(|a| a.name() == "else_branch")
-        .and_then(|a| a.g.as_ref());
-    let passed = else_branch.and_then(|g| {
-        let output = g.output.get(slot)?;
-        let identity = g
-            .node
-            .iter()
-            .find(|n| n.output.first().map(String::as_str) == Some(output.name()))?;
-        (identity.op_type() == "Identity")
-            .then(|| identity.input.first().map(String::as_str))
-            .flatten()
-    });
-    match passed {
-        Some(original) => (original, true),
-        None => (value, false),
+/// a rewritten model reports the original update (and that Lookahead wraps it). The branch of
+/// each If is indexed once (by the first output of its nodes), not searched per weight.
+#[derive(Default)]
+struct SyncBranches<'g> {
+    /// Per injected If (node position): the else-branch's output names and its nodes by first
+    /// output (the first such node), or None without an else-branch.
+    by_if: HashMap<usize, Option<ElseBranch<'g>>>,
+}
+
+struct ElseBranch<'g> {
+    graph: &'g GraphProto,
+    by_first_output: HashMap<&'g str, &'g NodeProto>,
+}
+
+impl<'g> SyncBranches<'g> {
+    fn see_through(
+        &mut self,
+        algorithm: &'g GraphProto,
+        flow: &Dataflow,
+        value: &'g str,
+    ) -> (&'g str, bool) {
+        let Some((i, slot)) = flow.produced_by(value) else {
+            return (value, false);
+        };
+        let Some(node) = algorithm.node.get(i) else {
+            return (value, false);
+        };
+        if node.op_type() != "If" || !node.name().starts_with(crate::lookahead::NAME_PREFIX) {
+            return (value, false);
+        }
+        let branch = self.by_if.entry(i).or_insert_with(|| {
+            let graph = node
+                .attribute
+                .iter()
+                .find(|a| a.name() == "else_branch")
+                .and_then(|a| a.g.as_ref())?;
+            let mut by_first_output = HashMap::new();
+            for n in &graph.node {
+                if let Some(first) = n.output.first() {
+                    by_first_output.entry(first.as_str()).or_insert(n);
+                }
+            }
+            Some(ElseBranch {
+                graph,
+                by_first_output,
+            })
+        });
+        let passed = branch.as_ref().and_then(|b| {
+            let output = b.graph.output.get(slot)?;
+            let identity = b.by_first_output.get(output.name())?;
+            (identity.op_type() == "Identity")
+                .then(|| identity.input.first().map(String::as_str))
+                .flatten()
+        });
+        match passed {
+            Some(original) => (original, true),
+            None => (value, false),
+        }
     }
 }
 

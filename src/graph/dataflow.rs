@@ -77,12 +77,20 @@ impl Dataflow {
             }
         }
         let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut subgraph_reads = scope::SubgraphReads::default();
+        let mut reads = Vec::new();
         for (i, node) in graph.node.iter().enumerate() {
-            for name in scope::node_reads(node) {
-                if let Some(Source::Node { node: producer, .. }) = sources.get(&name) {
-                    dag.add_edge(index[*producer], index[i], name.clone());
+            subgraph_reads.node(node, &mut reads);
+            for &name in &reads {
+                if let Some(Source::Node { node: producer, .. }) = sources.get(name) {
+                    dag.add_edge(index[*producer], index[i], name.to_string());
                 }
-                consumers.entry(name).or_default().push(i);
+                match consumers.get_mut(name) {
+                    Some(list) => list.push(i),
+                    None => {
+                        consumers.insert(name.to_string(), vec![i]);
+                    }
+                }
             }
         }
         Ok(Dataflow {

@@ -2,12 +2,52 @@
 //! topological order, every read defined (graph input, initializer, earlier output or enclosing
 //! scope), no name of an enclosing scope redefined in a subgraph, graph outputs defined.
 //! Run on every output before anything is written; a failure means a bug in a pass.
+//!
+//! Linear in the size of the model: the names visible in a subgraph are a chain of scope frames
+//! (one set per enclosing graph, borrowed, never copied), and a training_info algorithm is
+//! validated on top of the main graph's names instead of a copy of the concatenated graph.
 
 use std::collections::{BTreeSet, HashSet};
 
 use crate::error::Error;
-use crate::generated::onnx::GraphProto;
+use crate::generated::onnx::{GraphProto, ModelProto, NodeProto};
 use crate::graph::scope::subgraphs;
+
+/// The names one graph defines, so far: its own, plus (for an algorithm validated on top of
+/// the main graph) the main graph's, which are in the same scope.
+struct Defined<'a, 'g> {
+    own: HashSet<&'g str>,
+    same_scope: Option<&'a HashSet<&'g str>>,
+}
+
+impl Defined<'_, '_> {
+    fn contains(&self, name: &str) -> bool {
+        self.own.contains(name) || self.same_scope.is_some_and(|s| s.contains(name))
+    }
+}
+
+/// The names of the enclosing scopes: a chain of frames, innermost first.
+enum Outer<'a, 'g> {
+    Root(&'a BTreeSet<String>),
+    Frame(&'a Defined<'a, 'g>, &'a Outer<'a, 'g>),
+}
+
+impl Outer<'_, '_> {
+    fn contains(&self, name: &str) -> bool {
+        let mut scope = self;
+        loop {
+            match scope {
+                Outer::Root(names) => return names.contains(name),
+                Outer::Frame(defined, parent) => {
+                    if defined.contains(name) {
+                        return true;
+                    }
+                    scope = parent;
+                }
+            }
+        }
+    }
+}
 
 /// Validates `graph` (and its subgraphs) given the names visible from enclosing scopes.
 pub fn validate_graph(
@@ -15,54 +55,80 @@ pub fn validate_graph(
     outer: &BTreeSet<String>,
     label: &str,
 ) -> Result<(), Error> {
+    check(&[graph], None, 0, &Outer::Root(outer), label).map(|_| ())
+}
+
+fn describe(node: &NodeProto, position: usize) -> String {
+    match node.name.as_deref() {
+        Some(n) if !n.is_empty() => format!("node {n:?} ({})", node.op_type()),
+        _ => format!("node #{position} ({})", node.op_type()),
+    }
+}
+
+/// Validates the concatenation of `parts` (one graph, or the main graph and an algorithm) as one
+/// scope, without copying them. `same_scope`: names already defined in this scope (checked
+/// before); `first_position`: the position of the first node in messages. Returns the names the
+/// parts define.
+fn check<'a, 'g>(
+    parts: &[&'g GraphProto],
+    same_scope: Option<&'a HashSet<&'g str>>,
+    first_position: usize,
+    outer: &Outer<'a, 'g>,
+    label: &str,
+) -> Result<HashSet<&'g str>, Error> {
     let fail = |reason: String| Error::Validation {
         graph: label.to_string(),
         reason,
     };
-    let mut visible: HashSet<String> = outer.iter().cloned().collect();
-    let mut own: HashSet<String> = HashSet::new();
-    let define =
-        |name: &str, what: &str, own: &mut HashSet<String>, visible: &mut HashSet<String>| {
-            if outer.contains(name) {
-                return Err(fail(format!(
-                    "{what} {name:?} shadows a name of an enclosing scope"
-                )));
-            }
-            if !own.insert(name.to_string()) {
-                return Err(fail(format!("{what} {name:?} is defined more than once")));
-            }
-            visible.insert(name.to_string());
-            Ok(())
-        };
-    for input in &graph.input {
-        define(input.name(), "graph input", &mut own, &mut visible)?;
+    let mut defined = Defined {
+        own: HashSet::new(),
+        same_scope,
+    };
+    let define = |name: &'g str, what: &dyn Fn() -> String, defined: &mut Defined<'a, 'g>| {
+        if outer.contains(name) {
+            return Err(fail(format!(
+                "{} {name:?} shadows a name of an enclosing scope",
+                what()
+            )));
+        }
+        if defined.same_scope.is_some_and(|s| s.contains(name)) || !defined.own.insert(name) {
+            return Err(fail(format!(
+                "{} {name:?} is defined more than once",
+                what()
+            )));
+        }
+        Ok(())
+    };
+    let inputs: HashSet<&str> = parts
+        .iter()
+        .flat_map(|g| g.input.iter().map(|i| i.name()))
+        .collect();
+    for input in parts.iter().flat_map(|g| &g.input) {
+        define(input.name(), &|| "graph input".into(), &mut defined)?;
     }
-    let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
-    for init in &graph.initializer {
+    for init in parts.iter().flat_map(|g| &g.initializer) {
         // An initializer may also be listed as a graph input (its default value).
         if !inputs.contains(init.name()) {
-            define(init.name(), "initializer", &mut own, &mut visible)?;
+            define(init.name(), &|| "initializer".into(), &mut defined)?;
         }
     }
-    for sparse in &graph.sparse_initializer {
+    for sparse in parts.iter().flat_map(|g| &g.sparse_initializer) {
         if let Some(values) = &sparse.values
             && !inputs.contains(values.name())
         {
-            define(values.name(), "sparse initializer", &mut own, &mut visible)?;
+            define(values.name(), &|| "sparse initializer".into(), &mut defined)?;
         }
     }
-    let produced_later: HashSet<&str> = graph
-        .node
+    let produced_later: HashSet<&str> = parts
         .iter()
+        .flat_map(|g| &g.node)
         .flat_map(|n| n.output.iter().map(String::as_str))
         .collect();
-    for (position, node) in graph.node.iter().enumerate() {
-        let who = match node.name.as_deref() {
-            Some(n) if !n.is_empty() => format!("node {n:?} ({})", node.op_type()),
-            _ => format!("node #{position} ({})", node.op_type()),
-        };
+    let nodes = parts.iter().flat_map(|g| &g.node);
+    for (position, node) in (first_position..).zip(nodes) {
         for input in node.input.iter().filter(|i| !i.is_empty()) {
-            if !visible.contains(input) {
+            if !defined.contains(input) && !outer.contains(input) {
+                let who = describe(node, position);
                 let reason = if produced_later.contains(input.as_str()) {
                     format!(
                         "{who} reads {input:?} before it is produced (not topologically sorted)"
@@ -73,34 +139,48 @@ pub fn validate_graph(
                 return Err(fail(reason));
             }
         }
-        let scope: BTreeSet<String> = visible.iter().cloned().collect();
-        for (i, sub) in subgraphs(node).enumerate() {
-            let sub_label = format!("{label}/{}[{i}]", who);
-            validate_graph(sub, &scope, &sub_label)?;
+        let mut subs = subgraphs(node).enumerate().peekable();
+        if subs.peek().is_some() {
+            let who = describe(node, position);
+            let scope = Outer::Frame(&defined, outer);
+            for (i, sub) in subs {
+                let sub_label = format!("{label}/{who}[{i}]");
+                check(&[sub], None, 0, &scope, &sub_label)?;
+            }
         }
         for output in node.output.iter().filter(|o| !o.is_empty()) {
-            define(output, &format!("output of {who}"), &mut own, &mut visible)?;
+            let what = || format!("output of {}", describe(node, position));
+            define(output, &what, &mut defined)?;
         }
     }
-    for output in &graph.output {
-        if !visible.contains(output.name()) {
+    for output in parts.iter().flat_map(|g| &g.output) {
+        if !defined.contains(output.name()) && !outer.contains(output.name()) {
             return Err(fail(format!(
                 "graph output {:?} is not defined",
                 output.name()
             )));
         }
     }
-    Ok(())
+    Ok(defined.own)
 }
 
 /// Validates a whole model: the main graph, and for every training_info entry the concatenation
 /// of the main graph and its algorithm (the graph a training runtime executes), its
 /// initialization graph, and its bindings (training_info is never checked by onnx.checker).
-pub fn validate_model(model: &crate::generated::onnx::ModelProto) -> Result<(), Error> {
-    use std::collections::HashSet;
+pub fn validate_model(model: &ModelProto) -> Result<(), Error> {
     let empty = GraphProto::default();
+    let no_names = BTreeSet::new();
+    let root = Outer::Root(&no_names);
     let main = model.graph.as_ref().unwrap_or(&empty);
-    validate_graph(main, &BTreeSet::new(), "graph")?;
+    let main_names = check(&[main], None, 0, &root, "graph")?;
+    // Names any subgraph of the main graph defines: an algorithm input or initializer of such a
+    // name would be shadowed there once the graphs are concatenated.
+    let mut main_subgraph_names = HashSet::new();
+    for node in &main.node {
+        for sub in subgraphs(node) {
+            names_defined_anywhere(sub, &mut main_subgraph_names);
+        }
+    }
     let main_inits: HashSet<&str> = main.initializer.iter().map(|t| t.name()).collect();
     let main_outputs: HashSet<&str> = main.output.iter().map(|o| o.name()).collect();
     let mut update_keys: HashSet<&str> = HashSet::new();
@@ -111,12 +191,35 @@ pub fn validate_model(model: &crate::generated::onnx::ModelProto) -> Result<(), 
             reason,
         };
         let algorithm = info.algorithm.as_ref().unwrap_or(&empty);
-        let combined = concatenate(main, algorithm);
-        validate_graph(
-            &combined,
-            &BTreeSet::new(),
-            &format!("graph+algorithm[{i}]"),
-        )?;
+        let combined_label = format!("graph+algorithm[{i}]");
+        // The main graph is valid on its own. When the algorithm's inputs and initializers do
+        // not meet any name of the main graph, the concatenation can only fail in the
+        // algorithm's part, so that part is checked on top of the main graph's names; otherwise
+        // the concatenation is checked as a whole (still without copying it).
+        let mut declared = algorithm
+            .input
+            .iter()
+            .map(|v| v.name())
+            .chain(algorithm.initializer.iter().map(|t| t.name()))
+            .chain(
+                algorithm
+                    .sparse_initializer
+                    .iter()
+                    .filter_map(|s| s.values.as_ref().map(|v| v.name())),
+            );
+        let meets_main =
+            declared.any(|n| main_names.contains(n) || main_subgraph_names.contains(n));
+        if meets_main {
+            check(&[main, algorithm], None, 0, &root, &combined_label)?;
+        } else {
+            check(
+                &[algorithm],
+                Some(&main_names),
+                main.node.len(),
+                &root,
+                &combined_label,
+            )?;
+        }
         let own_inits: HashSet<&str> = algorithm.initializer.iter().map(|t| t.name()).collect();
         let algo_outputs: HashSet<&str> = algorithm.output.iter().map(|o| o.name()).collect();
         for binding in &info.update_binding {
@@ -169,6 +272,25 @@ pub fn validate_model(model: &crate::generated::onnx::ModelProto) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Every name any scope of `graph` defines (inputs, initializers, node outputs), subgraphs
+/// included.
+fn names_defined_anywhere<'g>(graph: &'g GraphProto, into: &mut HashSet<&'g str>) {
+    into.extend(graph.input.iter().map(|v| v.name()));
+    into.extend(graph.initializer.iter().map(|t| t.name()));
+    into.extend(
+        graph
+            .sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref().map(|v| v.name())),
+    );
+    for node in &graph.node {
+        into.extend(node.output.iter().map(String::as_str));
+        for sub in subgraphs(node) {
+            names_defined_anywhere(sub, into);
+        }
+    }
 }
 
 /// The graph a training runtime executes for one algorithm: ModelProto.graph's inputs,
@@ -274,5 +396,210 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("shadows"), "{err}");
+    }
+
+    fn if_node(cond: &str, output: &str, then_branch: GraphProto) -> NodeProto {
+        let mut n = node(&[cond], &[output]);
+        n.op_type = Some("If".into());
+        n.attribute.push(crate::generated::onnx::AttributeProto {
+            name: Some("then_branch".into()),
+            g: Some(then_branch),
+            ..Default::default()
+        });
+        n
+    }
+
+    /// If nodes nested `depth` deep; the innermost branch runs `innermost` (its last output is
+    /// the branch output), every level reads the top-level input `x`.
+    fn nested(depth: usize, innermost: Vec<NodeProto>) -> GraphProto {
+        let last = innermost
+            .last()
+            .and_then(|n| n.output.first().cloned())
+            .unwrap_or_default();
+        let mut branch = GraphProto {
+            node: innermost,
+            output: vec![vi(&last)],
+            ..Default::default()
+        };
+        for level in (1..depth).rev() {
+            let read = format!("read{level}");
+            let out = format!("if{level}");
+            branch = GraphProto {
+                node: vec![node(&["x"], &[&read]), if_node(&read, &out, branch)],
+                output: vec![vi(&out)],
+                ..Default::default()
+            };
+        }
+        graph(
+            vec![node(&["x"], &["c"]), if_node("c", "y", branch)],
+            &["y"],
+        )
+    }
+
+    #[test]
+    fn deep_nesting_sees_every_enclosing_scope() {
+        // The innermost branch, 50 levels down, reads the top level and its parent levels, not the
+        // output of the If that holds it.
+        let g = nested(50, vec![node(&["x", "c", "read48"], &["deep"])]);
+        validate_graph(&g, &BTreeSet::new(), "main").unwrap();
+        let g = nested(50, vec![node(&["if49"], &["deep"])]);
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"if49\", which is not defined"), "{err}");
+        let g = nested(50, vec![node(&["x"], &["read3"])]);
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"read3\" shadows"), "{err}");
+        assert_eq!(err.matches("node #1 (If)[0]").count(), 50, "{err}");
+    }
+
+    #[test]
+    fn a_subgraph_sees_only_what_its_node_sees() {
+        // The branch reads "late", defined after the If in the enclosing graph.
+        let branch = GraphProto {
+            node: vec![node(&["late"], &["b"])],
+            output: vec![vi("b")],
+            ..Default::default()
+        };
+        let g = graph(
+            vec![if_node("x", "y", branch), node(&["x"], &["late"])],
+            &["y"],
+        );
+        let err = validate_graph(&g, &BTreeSet::new(), "main")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("reads \"late\", which is not defined"),
+            "{err}"
+        );
+    }
+
+    fn model(main: GraphProto, algorithm: GraphProto) -> ModelProto {
+        ModelProto {
+            graph: Some(main),
+            training_info: vec![crate::generated::onnx::TrainingInfoProto {
+                algorithm: Some(algorithm),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// validate_model checks an algorithm without building graph ++ algorithm; its verdict must
+    /// be the one on the concatenated graph.
+    fn agrees_with_concatenation(main: GraphProto, algorithm: GraphProto) {
+        let expected = validate_graph(
+            &concatenate(&main, &algorithm),
+            &BTreeSet::new(),
+            "graph+algorithm[0]",
+        )
+        .map_err(|e| e.to_string());
+        let actual = validate_model(&model(main, algorithm)).map_err(|e| e.to_string());
+        assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn algorithm_is_validated_as_concatenated_to_the_main_graph() {
+        let main = || {
+            let branch = GraphProto {
+                node: vec![node(&["x"], &["inner"])],
+                output: vec![vi("inner")],
+                ..Default::default()
+            };
+            let mut g = graph(
+                vec![
+                    node(&["x"], &["a"]),
+                    if_node("a", "b", branch),
+                    node(&["b"], &["m1"]),
+                ],
+                &["m1"],
+            );
+            g.initializer.push(crate::generated::onnx::TensorProto {
+                name: Some("w".into()),
+                ..Default::default()
+            });
+            g
+        };
+        let algo =
+            |inputs: &[&str], inits: &[&str], nodes: Vec<NodeProto>, outputs: &[&str]| GraphProto {
+                input: inputs.iter().map(|n| vi(n)).collect(),
+                initializer: inits
+                    .iter()
+                    .map(|n| crate::generated::onnx::TensorProto {
+                        name: Some(n.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                node: nodes,
+                output: outputs.iter().map(|o| vi(o)).collect(),
+                ..Default::default()
+            };
+        let cases = [
+            // Valid: reads the main graph's names, its own input and initializer.
+            algo(
+                &["t"],
+                &["lr"],
+                vec![node(&["m1", "t", "lr", "w"], &["n"])],
+                &["n"],
+            ),
+            // An input named like a main graph node output (reported at that node).
+            algo(&["a"], &[], vec![node(&["m1"], &["n"])], &["n"]),
+            // An input named like a main initializer: the initializer becomes its default.
+            algo(&["w"], &[], vec![node(&["w"], &["n"])], &["n"]),
+            // An initializer named like a main input.
+            algo(&[], &["x"], vec![node(&["x"], &["n"])], &["n"]),
+            // An input that a subgraph of the main graph defines (shadowed there).
+            algo(&["inner"], &[], vec![node(&["m1"], &["n"])], &["n"]),
+            // Node outputs clashing with the main graph's names and with each other.
+            algo(&[], &[], vec![node(&["m1"], &["b"])], &["b"]),
+            algo(
+                &[],
+                &[],
+                vec![node(&["m1"], &["n"]), node(&["m1"], &["n"])],
+                &["n"],
+            ),
+            // Unsorted, undefined, and reads of the main graph's subgraph names.
+            algo(
+                &[],
+                &[],
+                vec![node(&["n2"], &["n"]), node(&["m1"], &["n2"])],
+                &["n"],
+            ),
+            algo(&[], &[], vec![node(&["inner"], &["n"])], &["n"]),
+            algo(&[], &[], vec![node(&["m1"], &["n"])], &["missing"]),
+            // Duplicate inputs and initializers within the algorithm.
+            algo(&["t", "t"], &[], vec![], &[]),
+            algo(&[], &["lr", "lr"], vec![], &[]),
+            // A subgraph in the algorithm reading and redefining the main graph's names.
+            algo(
+                &[],
+                &[],
+                vec![if_node(
+                    "m1",
+                    "n",
+                    graph(vec![node(&["w"], &["z"])], &["z"]),
+                )],
+                &["n"],
+            ),
+            algo(
+                &[],
+                &[],
+                vec![if_node(
+                    "m1",
+                    "n",
+                    GraphProto {
+                        node: vec![node(&["w"], &["a"])],
+                        output: vec![vi("a")],
+                        ..Default::default()
+                    },
+                )],
+                &["n"],
+            ),
+        ];
+        for algorithm in cases {
+            agrees_with_concatenation(main(), algorithm);
+        }
     }
 }

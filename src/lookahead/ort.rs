@@ -29,6 +29,7 @@
 //! P_eval: evaluation right after a sync step sees the synced weights before the next forward
 //! materialises them.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -88,13 +89,24 @@ fn slow_name(names: &mut NameGenerator, param: &str) -> String {
     names.fresh(&format!("{NAME_PREFIX}slow__{param}"))
 }
 
-fn input_info<'m>(model: &'m ModelProto, name: &str) -> Option<&'m ValueInfoProto> {
-    model
-        .graph
-        .as_ref()?
-        .input
-        .iter()
-        .find(|i| i.name() == name)
+/// The graph inputs of a model by name (the first input of each name), built once per model so
+/// that per-parameter lookups do not scan the inputs.
+struct Inputs<'m> {
+    by_name: HashMap<&'m str, &'m ValueInfoProto>,
+}
+
+impl<'m> Inputs<'m> {
+    fn of(model: &'m ModelProto) -> Self {
+        let mut by_name = HashMap::new();
+        for input in model.graph.iter().flat_map(|g| &g.input) {
+            by_name.entry(input.name()).or_insert(input);
+        }
+        Inputs { by_name }
+    }
+
+    fn get(&self, name: &str) -> Option<&'m ValueInfoProto> {
+        self.by_name.get(name).copied()
+    }
 }
 
 fn rank(info: &ValueInfoProto) -> Option<usize> {
@@ -130,7 +142,8 @@ pub fn plan(
             options.k
         )));
     }
-    if input_info(training, LAZY_RESET_GRAD).is_none() {
+    let training_inputs = Inputs::of(training);
+    if training_inputs.get(LAZY_RESET_GRAD).is_none() {
         return Err(Error::Unsupported {
             path: training_path.to_path_buf(),
             reason: format!(
@@ -140,7 +153,7 @@ pub fn plan(
     }
     let wrapped: Vec<String> = trainable
         .iter()
-        .filter(|p| input_info(training, p).is_some())
+        .filter(|p| training_inputs.get(p).is_some())
         .cloned()
         .collect();
     if wrapped.is_empty() {
@@ -184,7 +197,7 @@ pub fn plan(
 
 /// Adds the slow-weight and step inputs and the `step == k` test; returns the test's output.
 fn add_state_inputs(
-    model: &ModelProto,
+    inputs: &Inputs,
     patch: &mut ModelPatch,
     params: &[(String, String)],
     step: &str,
@@ -193,7 +206,7 @@ fn add_state_inputs(
 ) -> (String, String) {
     let g = GraphId::Main;
     for (param, slow) in params {
-        if let Some(info) = input_info(model, param) {
+        if let Some(info) = inputs.get(param) {
             patch.edit(
                 g,
                 GraphEdit::AddInput(build::value_info_renamed(info, slow)),
@@ -233,11 +246,11 @@ struct LookaheadState<'a> {
 
 impl LookaheadState<'_> {
     /// (parameter, slow weight) for the parameters that are inputs of `model`.
-    fn pairs_in(&self, model: &ModelProto) -> Vec<(String, String)> {
+    fn pairs_in(&self, inputs: &Inputs) -> Vec<(String, String)> {
         self.wrapped
             .iter()
             .zip(self.slow)
-            .filter(|(p, _)| input_info(model, p).is_some())
+            .filter(|(p, _)| inputs.get(p).is_some())
             .map(|(p, s)| (p.clone(), s.clone()))
             .collect()
     }
@@ -254,8 +267,9 @@ fn plan_training(
     let (wrapped, step) = (state.wrapped, state.step);
     let g = GraphId::Main;
     let mut patch = ModelPatch::default();
-    let pairs = state.pairs_in(model);
-    let (at_boundary, period) = add_state_inputs(model, &mut patch, &pairs, step, options, names);
+    let inputs = Inputs::of(model);
+    let pairs = state.pairs_in(&inputs);
+    let (at_boundary, period) = add_state_inputs(&inputs, &mut patch, &pairs, step, options, names);
 
     let flag_true = fresh(names, "true");
     let flag_false = fresh(names, "false");
@@ -282,7 +296,8 @@ fn plan_training(
     let mut then_nodes = Vec::new();
     let mut previous_flag = flag_true.clone();
     for (param, slow) in &pairs {
-        let elem = input_info(model, param)
+        let elem = inputs
+            .get(param)
             .and_then(elem_type)
             .unwrap_or(DataType::Float as i32);
         let written = fresh(names, &format!("synced__{param}"));
@@ -337,9 +352,7 @@ fn plan_training(
     if alias == AliasOp::Reshape {
         // Each branch also returns Shape(P), so Reshape(P, shape) depends on the If.
         for param in wrapped {
-            let rank = input_info(model, param)
-                .and_then(rank)
-                .map(|r| vec![r as i64]);
+            let rank = inputs.get(param).and_then(rank).map(|r| vec![r as i64]);
             for (nodes, outputs, side) in [
                 (&mut then_nodes, &mut then_outputs, "then"),
                 (&mut else_nodes, &mut else_outputs, "else"),
@@ -519,17 +532,18 @@ fn plan_eval(
     let g = GraphId::Main;
     let mut patch = ModelPatch::default();
     // Parameters the eval graph reads (a parameter used only by the loss's backward may not be).
-    let pairs = state.pairs_in(model);
+    let inputs = Inputs::of(model);
+    let pairs = state.pairs_in(&inputs);
     patch.metadata = options.metadata();
     if pairs.is_empty() {
         return Ok(patch);
     }
-    let (at_boundary, _) = add_state_inputs(model, &mut patch, &pairs, step, options, names);
+    let (at_boundary, _) = add_state_inputs(&inputs, &mut patch, &pairs, step, options, names);
     let mut alphas = AlphaConstants::new(options.alpha, g);
     let (mut then_nodes, mut else_nodes) = (Vec::new(), Vec::new());
     let (mut then_outputs, mut else_outputs, mut if_outputs) = (Vec::new(), Vec::new(), Vec::new());
     for (param, slow) in &pairs {
-        let info = input_info(model, param).cloned().unwrap_or_default();
+        let info = inputs.get(param).cloned().unwrap_or_default();
         let elem = elem_type(&info).unwrap_or(DataType::Float as i32);
         let synced = fresh(names, &format!("synced__{param}"));
         if options.alpha == 1.0 {

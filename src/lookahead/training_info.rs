@@ -17,7 +17,7 @@
 //! With alpha = 1 the branch binds W_new itself (no a + (b - a) rounding), so k=1, alpha=1
 //! reproduces the original training exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -55,6 +55,11 @@ pub fn plan(
         path: path.to_path_buf(),
         reason: "the main graph is missing".into(),
     })?;
+    // The first initializer of each name, as a search of the list would find it.
+    let mut main_inits: HashMap<&str, &TensorProto> = HashMap::new();
+    for tensor in &main.initializer {
+        main_inits.entry(tensor.name()).or_insert(tensor);
+    }
     let mut names = NameGenerator::for_model(model);
     let mut patch = ModelPatch::default();
     let mut by_info: BTreeMap<usize, Vec<&TrainedWeight>> = BTreeMap::new();
@@ -111,10 +116,9 @@ pub fn plan(
             (vec![], vec![], vec![], vec![]);
         let mut synced = Vec::new();
         for weight in &weights {
-            let init = main
-                .initializer
-                .iter()
-                .find(|t| t.name() == weight.name)
+            let init = main_inits
+                .get(weight.name.as_str())
+                .copied()
                 .ok_or_else(|| Error::Validation {
                     graph: "main".into(),
                     reason: format!("weight {} has no initializer", weight.name),
@@ -274,16 +278,16 @@ pub fn plan(
                 key: step.clone(),
                 value: step_zero,
             });
+            let mut init_values: HashMap<&str, &str> = HashMap::new();
+            for binding in &entry.initialization_binding {
+                init_values.entry(binding.key()).or_insert(binding.value());
+            }
             for s in &synced {
-                if let Some(binding) = entry
-                    .initialization_binding
-                    .iter()
-                    .find(|b| b.key() == s.weight.name)
-                {
+                if let Some(value) = init_values.get(s.weight.name.as_str()) {
                     patch.binding_edits.push(BindingEdit::SetInitialization {
                         info,
                         key: s.slow.clone(),
-                        value: binding.value().to_string(),
+                        value: value.to_string(),
                     });
                 }
             }
