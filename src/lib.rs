@@ -1,20 +1,27 @@
 //! onnx-lookahead: rewrite exported ONNX training graphs so that they train with the Lookahead
 //! optimizer (Zhang et al. 2019) around their own optimizer, in an unmodified runtime.
 //!
-//! Pipeline: read (mmap, zero-copy decode) -> dataflow view -> format adapter finds weights and
-//! update nodes -> Lookahead pass plans the change -> apply -> validate -> atomic write.
+//! The tree reads as the pipeline (`pipeline.rs`): read and analyse (`formats/`, one adapter per
+//! input format, on `io/` and `graph/`) -> plan (`inject/`, a `scheme/` wired into the format)
+//! -> apply (`graph::patch`) -> validate (`graph::validate`) -> write (`io/`). `record` is what a
+//! rewrite writes down about itself; `report` renders `inspect`.
 
 pub mod error;
+pub mod formats;
 pub mod generated;
 pub mod graph;
+pub mod inject;
 pub mod io;
+pub mod options;
+pub mod pipeline;
+pub mod record;
+pub mod report;
+pub mod scheme;
 
 pub use error::{Error, Result};
-pub mod formats;
-pub mod inspect;
-pub mod lookahead;
-pub mod pipeline;
-pub use lookahead::Options;
-pub use pipeline::{RewriteOptions, RewriteSummary, dump, inspect, rewrite};
-pub mod record;
-pub mod scheme;
+pub use options::RewriteOptions;
+pub use pipeline::{RewriteSummary, dump, inspect, rewrite};
+pub use report::Report;
+/// Lookahead's settings (k, alpha).
+pub use scheme::Lookahead as Options;
+pub use scheme::{EvalWeights, Lookahead};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use onnx_lookahead::lookahead::ort::AliasOp;
+use onnx_lookahead::inject::ort::AliasOp;
 use onnx_lookahead::{Error, Options, RewriteOptions};
 
 /// Exit code for a refused lossy write (fields unknown to the schema), distinct from other
@@ -161,6 +161,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 } else {
                     AliasOp::PassThrough
                 },
+                eval_weights: Default::default(),
             };
             let summary = onnx_lookahead::rewrite(&input, &output, &options)
                 .map_err(|e| in_context("cannot rewrite", &input, e))?;
@@ -172,10 +173,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 summary.wrapped_parameters.len(),
                 summary.injected_nodes
             );
-            for file in &summary.dropped_files {
-                eprintln!(
-                    "note: {file} was not carried over: it describes the original graphs (regenerate it from the rewritten .onnx models if needed)"
-                );
+            for note in &summary.notes {
+                eprintln!("note: {note}");
             }
         }
         Command::Inspect { input, format } => {

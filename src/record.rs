@@ -51,30 +51,8 @@ pub struct WrappedParameter {
     pub state: Vec<String>,
 }
 
-/// How to take one model back to what it was: every edit of the rewrite, inverted. Together with
-/// the reserved name prefix (everything added is named `lookahead__...` and is removed) this is
-/// enough to restore the model exactly.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Undo {
-    /// (injected name, original name): readers that were redirected read the original again.
-    #[serde(default)]
-    pub reads: Vec<(String, String)>,
-    /// (renamed output, original name): a node output renamed to let an injected node produce
-    /// the original name gets its name back.
-    #[serde(default)]
-    pub outputs: Vec<(String, String)>,
-    /// (training_info entry, key, value before the rewrite or none when the binding was added).
-    #[serde(default)]
-    pub update_bindings: Vec<(usize, String, Option<String>)>,
-    #[serde(default)]
-    pub initialization_bindings: Vec<(usize, String, Option<String>)>,
-    /// training_info entries whose initialization graph the rewrite created.
-    #[serde(default)]
-    pub created_initializations: Vec<usize>,
-    /// Opset imports the rewrite added (domain, version).
-    #[serde(default)]
-    pub opsets: Vec<(String, i64)>,
-}
+/// How to take one model back to what it was (see `graph::patch::Undo`).
+pub use crate::graph::patch::Undo;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewriteRecord {

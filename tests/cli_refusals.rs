@@ -18,7 +18,8 @@ struct Case {
     code: i32,
     /// A part of the error line.
     message: &'static str,
-    /// Whether `inspect` of the same input fails too.
+    /// Whether `inspect` of the same input fails too (it cannot read it); otherwise it reports
+    /// the refusal.
     inspect_fails: bool,
 }
 
@@ -183,7 +184,9 @@ fn cases() -> Vec<Case> {
         ),
     ];
     for (name, message, damage) in artifact_damage {
-        cases.push(case(name, 1, message, true, move |d| {
+        // A checkpoint and models that load, with no optimizer: inspect can still report.
+        let inspect_fails = name != "inference model as optimizer";
+        cases.push(case(name, 1, message, inspect_fails, move |d| {
             damaged(d, "ort_adamw", &damage)
         }));
     }
@@ -205,8 +208,31 @@ fn refused_inputs() {
         assert!(err.contains(case.message), "{}: {err}", case.name);
         assert_eq!(digest(&input_dir), before, "{}: input changed", case.name);
         assert_dir_entries(&out_dir, &[]);
+        // inspect reports the same refusal: as its error when it cannot read the input, or in
+        // the report's "refusals" when it can.
+        let inspected = tool()
+            .args(["inspect", arg(&input), "--format", "json"])
+            .output()
+            .unwrap();
         if case.inspect_fails {
-            expect_error(&["inspect", arg(&input)], 1);
+            let stderr = String::from_utf8_lossy(&inspected.stderr);
+            check_error_contract(&stderr, inspected.status.code(), 1, &[case.name]);
+        } else {
+            assert!(
+                inspected.status.success(),
+                "{}: {}",
+                case.name,
+                String::from_utf8_lossy(&inspected.stderr)
+            );
+            let report: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+            let refusals = report["refusals"].as_array().cloned().unwrap_or_default();
+            assert!(
+                refusals
+                    .iter()
+                    .any(|r| r.as_str().is_some_and(|r| r.contains(case.message))),
+                "{}: inspect lists the refusal: {refusals:?}",
+                case.name
+            );
         }
     }
 }

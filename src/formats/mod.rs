@@ -1,12 +1,24 @@
-//! Input formats. Each adapter answers: which tensors are trainable weights, which nodes update
-//! them, and where new state and nodes go. Detection is by content, not by file name alone.
+//! Input formats, one adapter each behind one interface (`Adapter`): detect and load an input,
+//! analyse it (everything the plan needs, every reason a rewrite would be refused, the record of
+//! an earlier rewrite), plan a scheme's injection, and write the staged output. The pipeline
+//! (`pipeline.rs`) knows the formats only through this module.
 
+pub mod model;
 pub mod ort_artifacts;
 pub mod training_info;
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::graph::names::NameGenerator;
+use crate::graph::patch::ModelPatch;
+use crate::graph::validate::Validated;
+use crate::inject::ort::NewState;
+use crate::io::model::ModelFile;
+use crate::options::RewriteOptions;
+use crate::record::{Mode, Recorded, RewriteRecord, WrappedParameter};
+use crate::report::NodeRef;
+use crate::scheme::Scheme;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -28,26 +40,162 @@ impl Format {
     }
 }
 
-/// Detects the format of a path: a directory must hold ORT artifacts; a file must be ONNX.
-/// (For files the model is decoded by the caller; `detect_model` classifies it.)
-pub fn detect_path(path: &Path) -> Result<Option<Format>> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
-    if meta.is_dir() {
-        return ort_artifacts::ArtifactFiles::find(path)
-            .map(|_| Some(Format::OrtArtifacts))
-            .map_err(|reason| Error::Unsupported {
-                path: path.to_path_buf(),
-                reason,
-            });
-    }
-    Ok(None)
+/// A parameter of the input: trainable (updated by the optimizer) or frozen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameter {
+    pub name: String,
+    pub trainable: bool,
+    pub data_type: i32,
+    pub dims: Vec<i64>,
 }
 
-/// Classifies a decoded model file.
-pub fn detect_model(model: &crate::generated::onnx::ModelProto) -> Format {
-    if model.training_info.is_empty() {
-        Format::Model
+/// What an adapter finds in its input.
+#[derive(Debug)]
+pub struct Analysis {
+    pub format: Format,
+    /// The inner optimizer ("AdamW", "SGD", "Momentum", ...), if recognised.
+    pub optimizer: Option<String>,
+    pub optimizer_nodes: Vec<NodeRef>,
+    pub parameters: Vec<Parameter>,
+    /// What the input's metadata records of an earlier rewrite.
+    pub recorded: Recorded,
+    /// Every reason a rewrite of this input would be refused, in the order they are reported.
+    /// `Error::UnknownFields` is one only without `--allow-lossy`.
+    pub refusals: Vec<Error>,
+}
+
+impl Analysis {
+    /// Takes the first refusal that applies with these options.
+    pub fn take_refusal(&mut self, options: &RewriteOptions) -> Option<Error> {
+        let position = self
+            .refusals
+            .iter()
+            .position(|e| !(options.allow_lossy && matches!(e, Error::UnknownFields { .. })))?;
+        Some(self.refusals.remove(position))
+    }
+}
+
+/// A planned rewrite: a patch per model (by label) and what the format keeps outside its models.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub patches: Vec<(String, ModelPatch)>,
+    pub mode: Option<Mode>,
+    pub wrapped: Vec<WrappedParameter>,
+    pub counters: Vec<String>,
+    /// New checkpoint parameters (ORT artifacts).
+    pub new_state: Vec<NewState>,
+}
+
+/// One input, loaded: memory-mapped, decoded zero-copy, analysed.
+pub trait Adapter {
+    fn format(&self) -> Format;
+    fn path(&self) -> &Path;
+    /// The ONNX models of the input by label (a file name in an artifacts folder, or the file's
+    /// name for a model file).
+    fn models(&self) -> Vec<(String, &ModelFile)>;
+    fn analysis(&self) -> &Analysis;
+    fn analysis_mut(&mut self) -> &mut Analysis;
+    /// Every name a rewrite must not reuse: all names of all models (and of the checkpoint).
+    fn reserved_names(&self) -> NameGenerator;
+    /// The scheme's injection into this input.
+    fn plan(
+        &self,
+        scheme: &dyn Scheme,
+        options: &RewriteOptions,
+        names: &mut NameGenerator,
+    ) -> Result<Plan>;
+    /// Writes the validated models and everything else of the output, staged and renamed into
+    /// place; returns notes for the user (files left out).
+    fn write(
+        &self,
+        models: Validated<Vec<(String, crate::generated::onnx::ModelProto)>>,
+        plan: &Plan,
+        record: &RewriteRecord,
+        output: &Path,
+        options: &RewriteOptions,
+    ) -> Result<Vec<String>>;
+}
+
+/// Detects the format of `path` and loads it: a directory must hold ORT artifacts; a file must
+/// be an ONNX model (with or without training_info).
+pub fn open(path: &Path) -> Result<Box<dyn Adapter>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
+    if meta.is_dir() {
+        return Ok(Box::new(ort_artifacts::OrtArtifacts::open(path)?));
+    }
+    let file = crate::io::model::load_model(path)?;
+    if file.model.training_info.is_empty() {
+        Ok(Box::new(model::PlainModel::open(file)))
     } else {
-        Format::TrainingInfo
+        Ok(Box::new(training_info::TrainingInfoModel::open(file)?))
+    }
+}
+
+/// The refusals every ONNX model shares: unknown fields, an earlier rewrite, the reserved prefix.
+pub(crate) fn model_refusals(file: &ModelFile, names: &NameGenerator, refusals: &mut Vec<Error>) {
+    if let Err(e) = file.ensure_lossless(false) {
+        refusals.push(e);
+    }
+    let path = file.path.clone();
+    // One set of models is rewritten once: report it once.
+    let already = refusals
+        .iter()
+        .any(|e| matches!(e, Error::AlreadyRewritten { .. }));
+    match crate::record::recorded(&file.model) {
+        _ if already => {}
+        Recorded::None => {}
+        Recorded::Record(record) => refusals.push(Error::AlreadyRewritten {
+            path,
+            k: record
+                .setting_u64("k")
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
+            alpha: record
+                .setting_f64("alpha")
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            version: record.version.clone(),
+        }),
+        Recorded::MarkerOnly { version, k, alpha } => refusals.push(Error::AlreadyRewritten {
+            path,
+            k,
+            alpha,
+            version,
+        }),
+    }
+    let prefix = crate::inject::NAME_PREFIX;
+    let rewritten = refusals
+        .iter()
+        .any(|e| matches!(e, Error::AlreadyRewritten { .. }));
+    let clash_known = refusals
+        .iter()
+        .any(|e| matches!(e, Error::NameClash { .. }));
+    if !rewritten
+        && !clash_known
+        && let Some(name) = names.first_with_prefix(prefix)
+    {
+        refusals.push(Error::NameClash {
+            path: file.path.clone(),
+            name: name.to_string(),
+            where_used: format!(
+                "names starting with {prefix:?} are reserved for the injected Lookahead state"
+            ),
+        });
+    }
+}
+
+/// Whether an existing file at `path` may be replaced by a model output under --force: only an
+/// ONNX model (an earlier output) is.
+pub(crate) fn replaceable_model_file(path: &Path) -> std::result::Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err("it is a directory".into()),
+        Ok(meta) if !meta.is_file() => Err(format!(
+            "it is a {}",
+            crate::io::fs::kind_name(meta.file_type())
+        )),
+        Ok(_) => crate::io::model::load_model(path)
+            .map(drop)
+            .map_err(|_| "it is not an ONNX model".into()),
+        Err(e) => Err(format!("it cannot be read ({e})")),
     }
 }

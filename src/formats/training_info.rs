@@ -11,10 +11,22 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::generated::onnx::{
-    GraphProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataType,
+use crate::formats::{
+    Adapter, Analysis, Format, Parameter, Plan, model_refusals, replaceable_model_file,
 };
+use crate::generated::onnx::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::graph::dataflow::{Dataflow, same_domain};
+use crate::graph::names::NameGenerator;
+use crate::graph::validate::{Validated, validate_model};
+use crate::inject::training_info::{Weight, inject};
+use crate::io::external_data::{DataFile, check_external_data, stage_external_files};
+use crate::io::model::{ModelFile, encoded_len_checked, write_model};
+use crate::io::output::{InputPaths, check_output};
+use crate::io::tensor_check::check_model_tensors;
+use crate::options::RewriteOptions;
+use crate::record::{Mode, Recorded, RewriteRecord};
+use crate::report::NodeRef;
+use crate::scheme::{EvalWeights, Scheme};
 
 pub const PREVIEW_TRAINING_DOMAIN: &str = "ai.onnx.preview.training";
 
@@ -61,8 +73,6 @@ fn optimizer_layout(node: &NodeProto) -> Option<(UpdateKind, usize)> {
 /// A trainable weight and where its update comes from.
 #[derive(Debug, Clone)]
 pub struct TrainedWeight {
-    /// True when the update already goes through an injected Lookahead sync (rewritten input).
-    pub has_lookahead: bool,
     /// Index into ModelProto.training_info.
     pub info: usize,
     pub name: String,
@@ -92,13 +102,6 @@ pub struct TrainingInfoAnalysis {
     pub state_keys: Vec<String>,
 }
 
-pub fn is_float_type(data_type: i32) -> bool {
-    matches!(
-        DataType::try_from(data_type),
-        Ok(DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16)
-    )
-}
-
 fn node_label(node: &NodeProto, position: usize) -> String {
     match node.name() {
         "" => format!("#{position}"),
@@ -114,8 +117,14 @@ fn dataflow(graph: &GraphProto, label: &str, path: &Path) -> Result<Dataflow> {
     })
 }
 
-/// Finds the weights and their update nodes in every training_info entry.
-pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> {
+/// Finds the weights and their update nodes in every training_info entry. `original_values`
+/// gives, for a rewritten model, the update_binding values before the rewrite ((entry, key) ->
+/// value, from its record).
+pub fn analyze(
+    model: &ModelProto,
+    path: &Path,
+    original_values: &HashMap<(usize, &str), &str>,
+) -> Result<TrainingInfoAnalysis> {
     let Some(main) = &model.graph else {
         return Err(Error::InvalidModel {
             path: path.to_path_buf(),
@@ -141,11 +150,16 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
                 }
             }
         }
-        let mut sync = SyncBranches::default();
         for binding in &info.update_binding {
             let key = binding.key();
-            let (value, has_lookahead) = sync.see_through(algorithm, &algo_flow, binding.value());
-            let init = main_inits.get(key).filter(|t| is_float_type(t.data_type()));
+            // On a rewritten model the record says what each key was bound to before.
+            let value = original_values
+                .get(&(info_index, key))
+                .copied()
+                .unwrap_or(binding.value());
+            let init = main_inits
+                .get(key)
+                .filter(|t| crate::io::dtype::is_float(t.data_type()));
             let from_algorithm = algo_flow
                 .produced_by(value)
                 .map(|(i, slot)| (&algorithm.node[i], i, slot));
@@ -184,7 +198,6 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
                         analysis.update_nodes.push(update_node.clone());
                     }
                     analysis.weights.push(TrainedWeight {
-                        has_lookahead,
                         info: info_index,
                         name: key.to_string(),
                         update_value: value.to_string(),
@@ -201,69 +214,6 @@ pub fn analyze(model: &ModelProto, path: &Path) -> Result<TrainingInfoAnalysis> 
     Ok(analysis)
 }
 
-/// On a rewritten model a weight is bound to an output of the injected sync If; its else-branch
-/// passes the inner optimizer's value through an Identity. Follow that back so the analysis of
-/// a rewritten model reports the original update (and that Lookahead wraps it). The branch of
-/// each If is indexed once (by the first output of its nodes), not searched per weight.
-#[derive(Default)]
-struct SyncBranches<'g> {
-    /// Per injected If (node position): the else-branch's output names and its nodes by first
-    /// output (the first such node), or None without an else-branch.
-    by_if: HashMap<usize, Option<ElseBranch<'g>>>,
-}
-
-struct ElseBranch<'g> {
-    graph: &'g GraphProto,
-    by_first_output: HashMap<&'g str, &'g NodeProto>,
-}
-
-impl<'g> SyncBranches<'g> {
-    fn see_through(
-        &mut self,
-        algorithm: &'g GraphProto,
-        flow: &Dataflow,
-        value: &'g str,
-    ) -> (&'g str, bool) {
-        let Some((i, slot)) = flow.produced_by(value) else {
-            return (value, false);
-        };
-        let Some(node) = algorithm.node.get(i) else {
-            return (value, false);
-        };
-        if node.op_type() != "If" || !node.name().starts_with(crate::lookahead::NAME_PREFIX) {
-            return (value, false);
-        }
-        let branch = self.by_if.entry(i).or_insert_with(|| {
-            let graph = node
-                .attribute
-                .iter()
-                .find(|a| a.name() == "else_branch")
-                .and_then(|a| a.g.as_ref())?;
-            let mut by_first_output = HashMap::new();
-            for n in &graph.node {
-                if let Some(first) = n.output.first() {
-                    by_first_output.entry(first.as_str()).or_insert(n);
-                }
-            }
-            Some(ElseBranch {
-                graph,
-                by_first_output,
-            })
-        });
-        let passed = branch.as_ref().and_then(|b| {
-            let output = b.graph.output.get(slot)?;
-            let identity = b.by_first_output.get(output.name())?;
-            (identity.op_type() == "Identity")
-                .then(|| identity.input.first().map(String::as_str))
-                .flatten()
-        });
-        match passed {
-            Some(original) => (original, true),
-            None => (value, false),
-        }
-    }
-}
-
 impl TrainingInfoAnalysis {
     /// The optimizer name for reports: the kinds in use, e.g. "Adam" or "Momentum+Adam".
     pub fn optimizer_name(&self) -> Option<String> {
@@ -275,4 +225,236 @@ impl TrainingInfoAnalysis {
         }
         (!kinds.is_empty()).then(|| kinds.join("+"))
     }
+}
+
+/// The adapter for a model with training_info.
+pub struct TrainingInfoModel {
+    file: ModelFile,
+    analysis: Analysis,
+    weights: Vec<TrainedWeight>,
+    data_files: Vec<DataFile>,
+}
+
+/// Lowest ai.onnx opset with every operator the injection emits (Mod needs 10).
+const MIN_OPSET: i64 = 10;
+
+impl TrainingInfoModel {
+    pub fn open(file: ModelFile) -> Result<Self> {
+        let path = file.path.clone();
+        let names = NameGenerator::for_model(&file.model);
+        let mut refusals = Vec::new();
+        model_refusals(&file, &names, &mut refusals);
+        let data_files = match check_model_tensors(&file.model, &path)
+            .and_then(|()| check_external_data(&path, &file.model))
+        {
+            Ok(files) => files,
+            Err(e) => {
+                refusals.push(e);
+                Vec::new()
+            }
+        };
+        if let Err(e) = validate_model(&file.model) {
+            refusals.push(Error::Unsupported {
+                path: path.clone(),
+                reason: format!("the input breaks an ONNX rule: {e}"),
+            });
+        }
+        let opset = file
+            .model
+            .opset_import
+            .iter()
+            .find(|o| same_domain(o.domain(), ""))
+            .map(|o| o.version())
+            .unwrap_or(0);
+        if opset < MIN_OPSET {
+            refusals.push(Error::Unsupported {
+                path: path.clone(),
+                reason: format!(
+                    "the model imports ai.onnx opset {opset}; the rewrite needs opset >= {MIN_OPSET}"
+                ),
+            });
+        }
+        let recorded = crate::record::recorded(&file.model);
+        let mut original_values: HashMap<(usize, &str), &str> = HashMap::new();
+        if let Recorded::Record(record) = &recorded {
+            for (info, key, value) in &record.undo.update_bindings {
+                if let Some(value) = value {
+                    original_values.insert((*info, key.as_str()), value.as_str());
+                }
+            }
+        }
+        let found = match analyze(&file.model, &path, &original_values) {
+            Ok(found) => found,
+            Err(e) => {
+                refusals.push(e);
+                TrainingInfoAnalysis::default()
+            }
+        };
+        if refusals.is_empty() && found.weights.is_empty() {
+            refusals.push(Error::NoOptimizer {
+                path: path.clone(),
+                reason:
+                    "no update_binding assigns a new value to a floating-point weight of the main graph"
+                        .into(),
+            });
+        }
+        let trained: HashSet<&str> = found.weights.iter().map(|w| w.name.as_str()).collect();
+        // Trained weights, then the main graph's other floating-point initializers (frozen).
+        let mut parameters: Vec<Parameter> = found
+            .weights
+            .iter()
+            .map(|w| Parameter {
+                name: w.name.clone(),
+                trainable: true,
+                data_type: w.data_type,
+                dims: w.dims.clone(),
+            })
+            .collect();
+        parameters.extend(
+            file.model
+                .graph
+                .iter()
+                .flat_map(|g| g.initializer.iter())
+                .filter(|t| {
+                    crate::io::dtype::is_float(t.data_type()) && !trained.contains(t.name())
+                })
+                .map(|t| Parameter {
+                    name: t.name().to_string(),
+                    trainable: false,
+                    data_type: t.data_type(),
+                    dims: t.dims.clone(),
+                }),
+        );
+        let analysis = Analysis {
+            format: Format::TrainingInfo,
+            optimizer: found.optimizer_name(),
+            optimizer_nodes: found
+                .update_nodes
+                .iter()
+                .map(|n| NodeRef {
+                    graph: n.graph.clone(),
+                    name: n.name.clone(),
+                    op_type: n.op_type.clone(),
+                })
+                .collect(),
+            parameters,
+            recorded,
+            refusals,
+        };
+        Ok(TrainingInfoModel {
+            weights: found.weights,
+            file,
+            analysis,
+            data_files,
+        })
+    }
+}
+
+impl Adapter for TrainingInfoModel {
+    fn format(&self) -> Format {
+        Format::TrainingInfo
+    }
+
+    fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    fn models(&self) -> Vec<(String, &ModelFile)> {
+        vec![(String::new(), &self.file)]
+    }
+
+    fn analysis(&self) -> &Analysis {
+        &self.analysis
+    }
+
+    fn analysis_mut(&mut self) -> &mut Analysis {
+        &mut self.analysis
+    }
+
+    fn reserved_names(&self) -> NameGenerator {
+        NameGenerator::for_model(&self.file.model)
+    }
+
+    fn plan(
+        &self,
+        scheme: &dyn Scheme,
+        options: &RewriteOptions,
+        names: &mut NameGenerator,
+    ) -> Result<Plan> {
+        if options.eval_weights != EvalWeights::default() {
+            return Err(Error::InvalidOption(
+                "--eval-weights applies to ONNX Runtime artifacts: a training_info model is evaluated through its main graph, which reads the weights themselves (finalize --weights slow gives a model at the slow weights)".into(),
+            ));
+        }
+        let mut initializers: HashMap<&str, &TensorProto> = HashMap::new();
+        for t in self.file.model.graph.iter().flat_map(|g| &g.initializer) {
+            initializers.entry(t.name()).or_insert(t);
+        }
+        let weights = self
+            .weights
+            .iter()
+            .map(|w| {
+                let initializer = initializers.get(w.name.as_str()).copied().ok_or_else(|| {
+                    Error::Validation {
+                        graph: "graph".into(),
+                        reason: format!("weight {} has no initializer", w.name),
+                    }
+                })?;
+                Ok(Weight {
+                    info: w.info,
+                    name: w.name.clone(),
+                    update_value: w.update_value.clone(),
+                    initializer,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let injection = inject(scheme, &self.file.model, &weights, names)?;
+        Ok(Plan {
+            patches: vec![(String::new(), injection.patch)],
+            mode: Some(Mode::TrainingInfo),
+            wrapped: injection.wrapped,
+            counters: injection.counters,
+            new_state: Vec::new(),
+        })
+    }
+
+    fn write(
+        &self,
+        models: Validated<Vec<(String, ModelProto)>>,
+        _plan: &Plan,
+        _record: &RewriteRecord,
+        output: &Path,
+        options: &RewriteOptions,
+    ) -> Result<Vec<String>> {
+        let path = &self.file.path;
+        let mut inputs = InputPaths::new();
+        inputs.add(path);
+        for data in &self.data_files {
+            inputs.add(&data.resolved);
+        }
+        let model = match models.get().as_slice() {
+            [(_, model)] => model,
+            _ => {
+                return Err(Error::Validation {
+                    graph: "graph".into(),
+                    reason: "one model expected".into(),
+                });
+            }
+        };
+        // Everything that can be refused is checked before the first byte is written: the size
+        // limit, the destination, then the external data files; those are staged and appear
+        // only together with the model.
+        encoded_len_checked(model, output)?;
+        check_output(output, &inputs, options.force, &replaceable_model_file)?;
+        let staged = stage_external_files(&self.data_files, folder_of(path), folder_of(output))?;
+        staged.commit_with(|| write_model(model, output, options.force))?;
+        Ok(Vec::new())
+    }
+}
+
+/// The folder a file is in ("." for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }

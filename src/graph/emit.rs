@@ -3,7 +3,7 @@
 //! Scalar constants are collected once per type and value, for the caller to place as
 //! initializers of the enclosing graph (subgraph nodes read them from the outer scope).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::generated::onnx::{NodeProto, TensorProto, tensor_proto::DataType};
 use crate::graph::build::{self, Node};
@@ -13,6 +13,8 @@ pub struct Emitter<'n> {
     names: &'n mut NameGenerator,
     prefix: &'static str,
     nodes: Vec<NodeProto>,
+    /// The outputs of `nodes`.
+    produced: HashSet<String>,
     constants: Vec<TensorProto>,
     by_value: BTreeMap<(i32, u64), String>,
 }
@@ -24,6 +26,7 @@ impl<'n> Emitter<'n> {
             names,
             prefix,
             nodes: Vec::new(),
+            produced: HashSet::new(),
             constants: Vec::new(),
             by_value: BTreeMap::new(),
         }
@@ -38,7 +41,7 @@ impl<'n> Emitter<'n> {
     pub fn op(&mut self, op_type: &str, inputs: &[&str], hint: &str) -> String {
         let output = self.fresh(hint);
         let name = self.fresh(&op_type.to_lowercase());
-        self.nodes.push(
+        self.node(
             Node::new(op_type)
                 .inputs(inputs.iter().copied())
                 .outputs([output.as_str()])
@@ -54,6 +57,7 @@ impl<'n> Emitter<'n> {
         if node.name().is_empty() {
             node.name = Some(self.fresh(&node.op_type().to_lowercase()));
         }
+        self.produced.extend(node.output.iter().cloned());
         self.nodes.push(node);
     }
 
@@ -72,8 +76,14 @@ impl<'n> Emitter<'n> {
         Some(name)
     }
 
+    /// Whether a node emitted so far produces `name`.
+    pub fn produced(&self, name: &str) -> bool {
+        self.produced.contains(name)
+    }
+
     /// The nodes emitted so far, leaving the emitter empty of nodes (constants stay collected).
     pub fn take_nodes(&mut self) -> Vec<NodeProto> {
+        self.produced.clear();
         std::mem::take(&mut self.nodes)
     }
 

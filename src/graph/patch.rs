@@ -69,8 +69,30 @@ pub struct ModelPatch {
     pub binding_edits: Vec<BindingEdit>,
     /// Opset imports the added nodes need (domain, version); added only if the domain is absent.
     pub opsets: Vec<(String, i64)>,
-    /// metadata_props entries to set (replacing an entry with the same key).
-    pub metadata: Vec<(String, String)>,
+}
+
+/// What `apply` did that cannot be seen from the added parts alone, inverted: with it, and with
+/// every added name carrying the caller's reserved prefix, a patched model can be taken back to
+/// exactly what it was (`graph::revert`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Undo {
+    /// (redirect target, original name): redirected readers read the original again.
+    #[serde(default)]
+    pub reads: Vec<(String, String)>,
+    /// (new name, original name): a renamed node output gets its name back.
+    #[serde(default)]
+    pub outputs: Vec<(String, String)>,
+    /// (training_info entry, key, value before the patch, or none where the binding was added).
+    #[serde(default)]
+    pub update_bindings: Vec<(usize, String, Option<String>)>,
+    #[serde(default)]
+    pub initialization_bindings: Vec<(usize, String, Option<String>)>,
+    /// training_info entries whose initialization graph the patch created.
+    #[serde(default)]
+    pub created_initializations: Vec<usize>,
+    /// Opset imports the patch added (domain, version).
+    #[serde(default)]
+    pub opsets: Vec<(String, i64)>,
 }
 
 impl ModelPatch {
@@ -120,29 +142,52 @@ fn graph_mut(model: &mut ModelProto, id: GraphId) -> Result<&mut GraphProto> {
 }
 
 /// Applies `patch` to `model`. Graph edits are grouped per graph and applied in order; each
-/// touched graph is then re-sorted (untouched nodes keep their relative order).
-pub fn apply(model: &mut ModelProto, patch: ModelPatch) -> Result<()> {
+/// touched graph is then re-sorted (untouched nodes keep their relative order). Returns what
+/// undoes it.
+pub fn apply(model: &mut ModelProto, patch: ModelPatch) -> Result<Undo> {
+    let mut undo = Undo::default();
     let mut per_graph: BTreeMap<GraphId, Vec<GraphEdit>> = BTreeMap::new();
     for (id, edit) in patch.graph_edits {
+        match &edit {
+            GraphEdit::RedirectReads { from, to } => undo.reads.push((to.clone(), from.clone())),
+            GraphEdit::RenameProducedOutput { from, to } => {
+                undo.outputs.push((to.clone(), from.clone()))
+            }
+            _ => {}
+        }
         per_graph.entry(id).or_default().push(edit);
     }
     for (id, edits) in per_graph {
+        if let GraphId::Initialization(i) = id
+            && model
+                .training_info
+                .get(i)
+                .is_some_and(|t| t.initialization.is_none())
+        {
+            undo.created_initializations.push(i);
+        }
         apply_graph_edits(graph_mut(model, id)?, edits, id)?;
     }
-    apply_bindings(model, patch.binding_edits)?;
+    apply_bindings(model, patch.binding_edits, &mut undo)?;
     for (domain, version) in patch.opsets {
         if !model
             .opset_import
             .iter()
             .any(|o| same_domain(o.domain(), &domain))
         {
+            undo.opsets.push((domain.clone(), version));
             model.opset_import.push(OperatorSetIdProto {
                 domain: Some(domain),
                 version: Some(version),
             });
         }
     }
-    for (key, value) in patch.metadata {
+    Ok(undo)
+}
+
+/// Sets metadata_props entries (replacing an entry with the same key, appending otherwise).
+pub fn set_metadata(model: &mut ModelProto, entries: Vec<(String, String)>) {
+    for (key, value) in entries {
         match model.metadata_props.iter_mut().find(|p| p.key() == key) {
             Some(entry) => entry.value = Some(value),
             None => model.metadata_props.push(StringStringEntryProto {
@@ -151,7 +196,6 @@ pub fn apply(model: &mut ModelProto, patch: ModelPatch) -> Result<()> {
             }),
         }
     }
-    Ok(())
 }
 
 /// Redirects not yet applied, applied together in one pass over the graph. Applying them at
@@ -262,7 +306,7 @@ fn output_positions(nodes: &[NodeProto]) -> HashMap<String, BTreeSet<(usize, usi
 
 /// Sets the bindings: each edit replaces the value of the first binding with its key, or appends
 /// one. One index per binding list, so the cost does not grow with the list per edit.
-fn apply_bindings(model: &mut ModelProto, edits: Vec<BindingEdit>) -> Result<()> {
+fn apply_bindings(model: &mut ModelProto, edits: Vec<BindingEdit>, undo: &mut Undo) -> Result<()> {
     // (training_info index, update?) -> key -> position of the first binding with that key.
     let mut indexes: HashMap<(usize, bool), HashMap<String, usize>> = HashMap::new();
     for edit in edits {
@@ -290,9 +334,18 @@ fn apply_bindings(model: &mut ModelProto, edits: Vec<BindingEdit>) -> Result<()>
             }
             index
         });
+        let undone = if update {
+            &mut undo.update_bindings
+        } else {
+            &mut undo.initialization_bindings
+        };
         match index.get(&key).and_then(|&p| bindings.get_mut(p)) {
-            Some(binding) => binding.value = Some(value),
+            Some(binding) => {
+                undone.push((info, key.clone(), Some(binding.value().to_string())));
+                binding.value = Some(value);
+            }
             None => {
+                undone.push((info, key.clone(), None));
                 index.insert(key.clone(), bindings.len());
                 bindings.push(StringStringEntryProto {
                     key: Some(key),

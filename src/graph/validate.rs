@@ -167,6 +167,30 @@ fn check<'a, 'g>(
 /// Validates a whole model: the main graph, and for every training_info entry the concatenation
 /// of the main graph and its algorithm (the graph a training runtime executes), its
 /// initialization graph, and its bindings (training_info is never checked by onnx.checker).
+/// Models that passed `validate_model`, named by label: the only form in which adapters accept
+/// models to write (naga's habit), so nothing unvalidated is written.
+pub struct Validated<T>(T);
+
+impl<T> Validated<T> {
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// Validates each model (see `validate_model`); the token the writers require.
+pub fn validate_models(
+    models: Vec<(String, ModelProto)>,
+) -> Result<Validated<Vec<(String, ModelProto)>>, Error> {
+    for (_, model) in &models {
+        validate_model(model)?;
+    }
+    Ok(Validated(models))
+}
+
 pub fn validate_model(model: &ModelProto) -> Result<(), Error> {
     let empty = GraphProto::default();
     let no_names = BTreeSet::new();

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{EvalView, EvalWeights, Param, Scheme, Synced};
+use super::{EvalWeights, Param, Scheme, Synced};
 use crate::error::{Error, Result};
 use crate::graph::emit::Emitter;
 use crate::io::dtype;
@@ -112,17 +112,18 @@ impl Scheme for Lookahead {
         fast: &str,
         state: &[String],
         weights: EvalWeights,
-    ) -> Result<EvalView> {
+        at_sync: bool,
+    ) -> Result<String> {
+        if !at_sync {
+            return Ok(match weights {
+                EvalWeights::Lookahead => fast.to_string(),
+                EvalWeights::Slow => slot(state, p)?.to_string(),
+            });
+        }
         let synced = self.sync(e, p, fast, state)?;
         Ok(match weights {
-            EvalWeights::Lookahead => EvalView {
-                pending: synced.fast,
-                between: fast.to_string(),
-            },
-            EvalWeights::Slow => EvalView {
-                pending: synced.state[0].clone(),
-                between: slot(state, p)?.to_string(),
-            },
+            EvalWeights::Lookahead => synced.fast,
+            EvalWeights::Slow => synced.state[0].clone(),
         })
     }
 }

@@ -48,14 +48,6 @@ impl EvalWeights {
     }
 }
 
-/// What evaluation reads for one parameter: right after a sync step (the sync is pending until
-/// the next training forward performs it), and between syncs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvalView {
-    pub pending: String,
-    pub between: String,
-}
-
 pub trait Scheme {
     /// The name recorded in rewritten models ("lookahead").
     fn name(&self) -> &'static str;
@@ -74,7 +66,9 @@ pub trait Scheme {
     /// optimizer's step, `state` its state tensors (in `state_slots` order).
     fn sync(&self, e: &mut Emitter, p: Param, fast: &str, state: &[String]) -> Result<Synced>;
 
-    /// Emits what evaluation reads for one parameter whose current value is `fast`.
+    /// Emits what evaluation reads for one parameter whose current value is `fast`: right after
+    /// a sync step (`at_sync`: the sync is pending until the next training forward performs it)
+    /// or between syncs. A name equal to an input means that input itself.
     fn eval_view(
         &self,
         e: &mut Emitter,
@@ -82,5 +76,6 @@ pub trait Scheme {
         fast: &str,
         state: &[String],
         weights: EvalWeights,
-    ) -> Result<EvalView>;
+        at_sync: bool,
+    ) -> Result<String>;
 }

@@ -417,6 +417,73 @@ impl Checkpoint {
         self.add_frozen_parameter(copy)
     }
 
+    /// Appends frozen copies of parameters at once: each `(source, name)` gets the same dims,
+    /// type and bytes as the parameter `source` (shared, not copied). Names are checked against an
+    /// index of every parameter, so adding n copies costs O(n + parameters).
+    pub fn add_frozen_copies(&mut self, copies: &[(&str, &str)]) -> Result<()> {
+        let nominal = self
+            .module_state
+            .as_ref()
+            .is_some_and(|m| m.is_nominal_state);
+        let mut made = Vec::with_capacity(copies.len());
+        {
+            let mut by_name: std::collections::HashMap<&str, (&CheckpointTensor, bool)> =
+                std::collections::HashMap::new();
+            if let Some(module) = &self.module_state {
+                for t in &module.requires_grad_params {
+                    by_name.entry(t.name.as_str()).or_insert((t, true));
+                }
+                for t in &module.frozen_params {
+                    by_name.entry(t.name.as_str()).or_insert((t, false));
+                }
+            }
+            let mut new_names = std::collections::HashSet::new();
+            for &(source, name) in copies {
+                if let Some((_, trainable)) = by_name.get(name) {
+                    return Err(Error::NameClash {
+                        path: self.error_path(),
+                        name: name.to_string(),
+                        where_used: if *trainable {
+                            "a trainable checkpoint parameter".into()
+                        } else {
+                            "a frozen checkpoint parameter".into()
+                        },
+                    });
+                }
+                if !new_names.insert(name) {
+                    return Err(Error::NameClash {
+                        path: self.error_path(),
+                        name: name.to_string(),
+                        where_used: "another new frozen parameter".into(),
+                    });
+                }
+                let (original, _) =
+                    by_name
+                        .get(source)
+                        .copied()
+                        .ok_or_else(|| Error::InvalidCheckpoint {
+                            path: self.error_path(),
+                            reason: format!("no parameter named {source}"),
+                        })?;
+                let mut copy = CheckpointTensor::new(
+                    name,
+                    original.dims.clone(),
+                    original.data_type,
+                    original.data.clone(),
+                );
+                copy.string_data = original.string_data.clone();
+                copy.empty_present = original.empty_present;
+                if !nominal {
+                    self.check_tensor_data(&copy)?;
+                }
+                made.push(copy);
+            }
+        }
+        let module = self.module_state.get_or_insert_with(ModuleState::new);
+        module.frozen_params.extend(made);
+        Ok(())
+    }
+
     /// Checks that a tensor's bytes fit its dims and type, and that an external range exists.
     pub(super) fn check_tensor_data(&self, tensor: &CheckpointTensor) -> Result<()> {
         let invalid = |reason: String| Error::InvalidCheckpoint {

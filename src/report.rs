@@ -1,13 +1,17 @@
 //! The inspection report: what the tool found in an input (format, graphs, opsets, optimizer
-//! update nodes, trainable parameters) and, on a rewritten input, what it injected. One struct;
-//! the text and JSON outputs are two renderings of it.
+//! update nodes, trainable parameters, what a rewrite would refuse) and, on a rewritten input,
+//! what its record says and what it injected. One struct; the text and JSON outputs are two
+//! renderings of it.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::generated::onnx::{GraphProto, ModelProto};
-use crate::lookahead::NAME_PREFIX;
+use crate::formats::Adapter;
+use crate::generated::onnx::{GraphProto, ModelProto, NodeProto};
+use crate::inject::NAME_PREFIX;
+use crate::record::Recorded;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -19,11 +23,16 @@ pub struct Report {
     pub lookahead: Option<LookaheadReport>,
     /// The tool version that rewrote the input (null when not rewritten).
     pub rewritten_by: Option<String>,
+    /// How the input was rewritten, from its record (null when not rewritten, or rewritten by a
+    /// version that kept no record).
+    pub rewrite: Option<RewriteReport>,
     pub parameters: Vec<ParameterReport>,
     pub optimizer_nodes: Vec<NodeRef>,
     pub injected_nodes: Vec<NodeRef>,
     /// Tensors the rewrite added as state (slow weights, the step counter).
     pub injected_state: Vec<String>,
+    /// Why `rewrite` would refuse this input (empty when it would not).
+    pub refusals: Vec<String>,
     pub graphs: Vec<GraphReport>,
 }
 
@@ -31,6 +40,17 @@ pub struct Report {
 pub struct LookaheadReport {
     pub k: u64,
     pub alpha: f64,
+}
+
+/// How a recorded rewrite was made.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RewriteReport {
+    /// The averaging scheme ("lookahead").
+    pub scheme: String,
+    /// How it was wired: "passthrough", "reshape", "training-info".
+    pub mode: String,
+    /// Which weights evaluation reads: "lookahead" or "slow".
+    pub eval_weights: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -70,10 +90,91 @@ pub struct OpsetReport {
     pub version: i64,
 }
 
-pub fn data_type_name(data_type: i32) -> String {
-    crate::generated::onnx::tensor_proto::DataType::try_from(data_type)
-        .map(|d| d.as_str_name().to_lowercase())
-        .unwrap_or_else(|_| format!("type{data_type}"))
+/// The report of an opened input: the adapter's analysis, the record of an earlier rewrite, the
+/// graphs and what was injected into them.
+pub fn build(input: &dyn Adapter) -> Report {
+    let analysis = input.analysis();
+    let mut graphs = Vec::new();
+    let mut injected = Vec::new();
+    for (label, file) in input.models() {
+        let model = &file.model;
+        let prefix = |inner: &str| {
+            if label.is_empty() {
+                inner.to_string()
+            } else if inner == "graph" {
+                label.clone()
+            } else {
+                format!("{label}/{inner}")
+            }
+        };
+        if let Some(g) = &model.graph {
+            graphs.push(graph_report(&prefix("graph"), model, g));
+            injected_nodes(&prefix("graph"), &g.node, &mut injected);
+        }
+        for (i, info) in model.training_info.iter().enumerate() {
+            for (what, graph) in [
+                ("initialization", &info.initialization),
+                ("algorithm", &info.algorithm),
+            ] {
+                if let Some(g) = graph {
+                    let name = prefix(&format!("{what}[{i}]"));
+                    graphs.push(graph_report(&name, model, g));
+                    injected_nodes(&name, &g.node, &mut injected);
+                }
+            }
+        }
+    }
+    let (lookahead, rewritten_by, rewrite, wrapped, state) = match &analysis.recorded {
+        Recorded::None => (None, None, None, HashSet::new(), Vec::new()),
+        Recorded::Record(r) => (
+            Some(LookaheadReport {
+                k: r.setting_u64("k").unwrap_or(0),
+                alpha: r.setting_f64("alpha").unwrap_or(f64::NAN),
+            }),
+            Some(r.version.clone()),
+            Some(RewriteReport {
+                scheme: r.scheme.clone(),
+                mode: r.mode.id().to_string(),
+                eval_weights: r.eval_weights.id().to_string(),
+            }),
+            r.parameters.iter().map(|p| p.name.clone()).collect(),
+            r.state_names(),
+        ),
+        Recorded::MarkerOnly { version, k, alpha } => (
+            Some(LookaheadReport {
+                k: k.parse().unwrap_or(0),
+                alpha: alpha.parse().unwrap_or(f64::NAN),
+            }),
+            Some(version.clone()),
+            None,
+            HashSet::new(),
+            Vec::new(),
+        ),
+    };
+    Report {
+        format: analysis.format.id().to_string(),
+        input: input.path().display().to_string(),
+        optimizer: analysis.optimizer.clone(),
+        lookahead,
+        rewritten_by,
+        rewrite,
+        parameters: analysis
+            .parameters
+            .iter()
+            .map(|p| ParameterReport {
+                name: p.name.clone(),
+                trainable: p.trainable,
+                lookahead: wrapped.contains(&p.name),
+                data_type: crate::io::dtype::name(p.data_type),
+                shape: p.dims.clone(),
+            })
+            .collect(),
+        optimizer_nodes: analysis.optimizer_nodes.clone(),
+        injected_nodes: injected,
+        injected_state: state,
+        refusals: analysis.refusals.iter().map(|e| e.to_string()).collect(),
+        graphs,
+    }
 }
 
 /// Summary of one graph of a model.
@@ -100,31 +201,41 @@ pub fn graph_report(label: &str, model: &ModelProto, graph: &GraphProto) -> Grap
     }
 }
 
-/// Nodes the rewrite injected (recognised by the name prefix), including every node of their
-/// subgraphs (an injected node's subgraphs are injected as a whole).
-pub fn injected_nodes(label: &str, graph: &GraphProto, into: &mut Vec<NodeRef>) {
-    for node in &graph.node {
-        if !node.name().starts_with(NAME_PREFIX) {
-            continue;
-        }
-        into.push(NodeRef {
-            graph: label.to_string(),
-            name: node.name().to_string(),
-            op_type: node.op_type().to_string(),
-        });
-        for attr in &node.attribute {
-            for sub in attr.g.iter().chain(attr.graphs.iter()) {
-                let sub_label = format!("{label}/{}/{}", node.name(), attr.name());
-                for inner in &sub.node {
-                    into.push(NodeRef {
-                        graph: sub_label.clone(),
-                        name: inner.name().to_string(),
-                        op_type: inner.op_type().to_string(),
-                    });
-                }
+/// Nodes the rewrite injected (named with the reserved prefix), each with every node of its
+/// subgraphs at any depth (an injected node's subgraphs are injected as a whole).
+pub fn injected_nodes(label: &str, nodes: &[NodeProto], into: &mut Vec<NodeRef>) {
+    for node in nodes.iter().filter(|n| n.name().starts_with(NAME_PREFIX)) {
+        push_with_subgraphs(label, node, into);
+    }
+}
+
+fn push_with_subgraphs(label: &str, node: &NodeProto, into: &mut Vec<NodeRef>) {
+    into.push(NodeRef {
+        graph: label.to_string(),
+        name: node.name().to_string(),
+        op_type: node.op_type().to_string(),
+    });
+    for attr in &node.attribute {
+        for sub in attr.g.iter().chain(attr.graphs.iter()) {
+            let sub_label = format!("{label}/{}/{}", node.name(), attr.name());
+            for inner in &sub.node {
+                push_with_subgraphs(&sub_label, inner, into);
             }
         }
     }
+}
+
+/// The number of nodes a list of added nodes brings, subgraphs included (what `inspect` counts as
+/// injected).
+pub fn count_with_subgraphs<'n>(nodes: impl IntoIterator<Item = &'n NodeProto>) -> usize {
+    nodes
+        .into_iter()
+        .map(|node| {
+            1 + crate::graph::scope::subgraphs(node)
+                .map(|g| count_with_subgraphs(&g.node))
+                .sum::<usize>()
+        })
+        .sum()
 }
 
 impl Report {
@@ -204,6 +315,12 @@ impl Report {
                 p.data_type,
                 shape.join(", ")
             );
+        }
+        if !self.refusals.is_empty() {
+            let _ = writeln!(s, "\nrewrite would refuse:");
+            for r in &self.refusals {
+                let _ = writeln!(s, "  {r}");
+            }
         }
         if !self.injected_nodes.is_empty() || !self.injected_state.is_empty() {
             let _ = writeln!(s, "\ninjected state ({}):", self.injected_state.len());

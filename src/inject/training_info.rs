@@ -1,0 +1,322 @@
+//! Wiring an averaging scheme into ModelProto.training_info models.
+//!
+//! The existing algorithm is extended rather than a TrainingInfoProto added: a separate entry
+//! could not read the weights' initial values in its initialization (which has no inputs) and
+//! may only bind its own or the main graph's initializers. Per training_info entry with weights:
+//!
+//! ```text
+//! algorithm.initializer += per weight W one tensor per state slot (= initial W), step (int64 0)
+//! step'  = step + 1
+//! sync   = (step' mod period == 0)
+//! fast'', state' = If(sync) then: the scheme's sync of (W_new, state)
+//!                           else: fast'' = W_new; state' = state
+//! update_binding: W <- fast'', state <- state', step <- step'   (optimizer state untouched)
+//! initialization (if the entry has one): state <- W's initial value, step <- 0
+//! ```
+//! Only the If's then-branch does per-element arithmetic, so non-sync steps cost copies at most.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::error::{Error, Result};
+use crate::generated::onnx::{ModelProto, TensorProto, ValueInfoProto, tensor_proto::DataType};
+use crate::graph::build::{self, Node};
+use crate::graph::emit::Emitter;
+use crate::graph::names::NameGenerator;
+use crate::graph::patch::{BindingEdit, GraphEdit, GraphId, ModelPatch};
+use crate::record::WrappedParameter;
+use crate::scheme::{Param, Scheme};
+
+use super::NAME_PREFIX;
+
+/// A weight to wrap, as the adapter's analysis found it.
+#[derive(Debug, Clone)]
+pub struct Weight<'m> {
+    /// Index into ModelProto.training_info.
+    pub info: usize,
+    pub name: String,
+    /// The update_binding value: the weight's new value after one algorithm run.
+    pub update_value: String,
+    /// The weight's initializer in ModelProto.graph (its bytes or external region are shared by
+    /// the state tensors).
+    pub initializer: &'m TensorProto,
+}
+
+impl Weight<'_> {
+    fn param(&self) -> Param<'_> {
+        Param {
+            name: &self.name,
+            data_type: self.initializer.data_type(),
+        }
+    }
+
+    fn value_info(&self, name: &str) -> ValueInfoProto {
+        build::value_info(
+            name,
+            self.initializer.data_type(),
+            Some(&self.initializer.dims),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainingInfoInjection {
+    pub patch: ModelPatch,
+    pub wrapped: Vec<WrappedParameter>,
+    pub counters: Vec<String>,
+}
+
+pub fn inject(
+    scheme: &dyn Scheme,
+    model: &ModelProto,
+    weights: &[Weight],
+    names: &mut NameGenerator,
+) -> Result<TrainingInfoInjection> {
+    let period = i64::try_from(scheme.period()).map_err(|_| {
+        Error::InvalidOption(format!(
+            "k must be at most {} for training_info models (the step counter is int64), got {}",
+            i64::MAX,
+            scheme.period()
+        ))
+    })?;
+    let mut injection = TrainingInfoInjection::default();
+    let mut by_info: BTreeMap<usize, Vec<&Weight>> = BTreeMap::new();
+    for weight in weights {
+        by_info.entry(weight.info).or_default().push(weight);
+    }
+    for (info, weights) in by_info {
+        inject_entry(scheme, model, info, &weights, period, names, &mut injection)?;
+    }
+    Ok(injection)
+}
+
+fn inject_entry(
+    scheme: &dyn Scheme,
+    model: &ModelProto,
+    info: usize,
+    weights: &[&Weight],
+    period: i64,
+    names: &mut NameGenerator,
+    injection: &mut TrainingInfoInjection,
+) -> Result<()> {
+    let g = GraphId::Algorithm(info);
+    let patch = &mut injection.patch;
+    let mut e = Emitter::new(names, NAME_PREFIX);
+    let step = e.fresh("step");
+    let (one, period_name, zero) = (e.fresh("one"), e.fresh("k"), e.fresh("zero"));
+    for t in [
+        build::scalar_i64(&step, 0),
+        build::scalar_i64(&one, 1),
+        build::scalar_i64(&period_name, period),
+        build::scalar_i64(&zero, 0),
+    ] {
+        patch.edit(g, GraphEdit::AddInitializer(t));
+    }
+    let step_next = e.op("Add", &[&step, &one], "step_next");
+    let phase = e.op("Mod", &[&step_next, &period_name], "phase");
+    let sync = e.op("Equal", &[&phase, &zero], "sync");
+    for node in e.take_nodes() {
+        patch.add_node(g, node);
+    }
+
+    // Per weight: its state tensors, starting as copies of the weight.
+    let wrapped: Vec<WrappedParameter> = weights
+        .iter()
+        .map(|w| WrappedParameter {
+            name: w.name.clone(),
+            state: scheme
+                .state_slots()
+                .iter()
+                .map(|role| names.fresh(&format!("{NAME_PREFIX}{role}__{}", w.name)))
+                .collect(),
+        })
+        .collect();
+    for (w, p) in weights.iter().zip(&wrapped) {
+        for s in &p.state {
+            patch.edit(
+                g,
+                GraphEdit::AddInitializer(renamed_tensor(w.initializer, s)),
+            );
+        }
+    }
+    // The branches' outputs: every fast value first, then every state value.
+    let (then_nodes, then_outputs) = {
+        let mut then = Emitter::new(names, NAME_PREFIX);
+        let mut used = HashSet::new();
+        let (mut fast, mut state) = (Vec::new(), Vec::new());
+        for (w, p) in weights.iter().zip(&wrapped) {
+            let synced = scheme.sync(&mut then, w.param(), &w.update_value, &p.state)?;
+            fast.push(w.value_info(&unique_output(&mut then, &mut used, &synced.fast)));
+            for new in &synced.state {
+                state.push(w.value_info(&unique_output(&mut then, &mut used, new)));
+            }
+        }
+        for c in then.take_constants() {
+            patch.edit(g, GraphEdit::AddInitializer(c));
+        }
+        fast.extend(state);
+        (then.take_nodes(), fast)
+    };
+    let (else_nodes, else_outputs) = {
+        let mut els = Emitter::new(names, NAME_PREFIX);
+        let mut used = HashSet::new();
+        let (mut fast, mut state) = (Vec::new(), Vec::new());
+        for (w, p) in weights.iter().zip(&wrapped) {
+            fast.push(w.value_info(&unique_output(&mut els, &mut used, &w.update_value)));
+            for old in &p.state {
+                state.push(w.value_info(&unique_output(&mut els, &mut used, old)));
+            }
+        }
+        fast.extend(state);
+        (els.take_nodes(), fast)
+    };
+    let mut if_outputs = Vec::new();
+    let mut bindings = Vec::new();
+    for w in weights {
+        let fast_next = names.fresh(&format!("{NAME_PREFIX}fast_next__{}", w.name));
+        bindings.push((w.name.clone(), fast_next.clone(), w.value_info(&fast_next)));
+        if_outputs.push(fast_next);
+    }
+    for (w, p) in weights.iter().zip(&wrapped) {
+        for s in &p.state {
+            let next = names.fresh(&format!(
+                "{NAME_PREFIX}{}_next",
+                s.trim_start_matches(NAME_PREFIX)
+            ));
+            bindings.push((s.clone(), next.clone(), w.value_info(&next)));
+            if_outputs.push(next);
+        }
+    }
+    let then_branch = build::branch(
+        &names.fresh(&format!("{NAME_PREFIX}sync_then")),
+        then_nodes,
+        then_outputs,
+    );
+    let else_branch = build::branch(
+        &names.fresh(&format!("{NAME_PREFIX}sync_else")),
+        else_nodes,
+        else_outputs,
+    );
+    patch.add_node(
+        g,
+        Node::new("If")
+            .inputs([&sync])
+            .outputs(if_outputs)
+            .name(names.fresh(&format!("{NAME_PREFIX}sync")))
+            .attr_graph("then_branch", then_branch)
+            .attr_graph("else_branch", else_branch)
+            .build(),
+    );
+
+    // New algorithm outputs and bindings.
+    patch.edit(
+        g,
+        GraphEdit::AddOutput(build::value_info(
+            &step_next,
+            DataType::Int64 as i32,
+            Some(&[]),
+        )),
+    );
+    patch.binding_edits.push(BindingEdit::SetUpdate {
+        info,
+        key: step.clone(),
+        value: step_next,
+    });
+    for (key, value, vi) in bindings {
+        patch.edit(g, GraphEdit::AddOutput(vi));
+        patch
+            .binding_edits
+            .push(BindingEdit::SetUpdate { info, key, value });
+    }
+    reset_on_initialization(model, info, &step, &wrapped, names, patch);
+    injection.wrapped.extend(wrapped);
+    injection.counters.push(step);
+    Ok(())
+}
+
+/// Re-initialisation (when the entry has an initialization) resets each state tensor to its
+/// weight's initial value and the step to 0.
+fn reset_on_initialization(
+    model: &ModelProto,
+    info: usize,
+    step: &str,
+    wrapped: &[WrappedParameter],
+    names: &mut NameGenerator,
+    patch: &mut ModelPatch,
+) {
+    let Some(entry) = model.training_info.get(info) else {
+        return;
+    };
+    if entry.initialization.is_none() && entry.initialization_binding.is_empty() {
+        return;
+    }
+    let g = GraphId::Initialization(info);
+    let mut e = Emitter::new(names, NAME_PREFIX);
+    let step_zero = e.fresh("step_initial");
+    let value = build::scalar_i64(&e.fresh("step_initial_value"), 0);
+    e.node(
+        Node::new("Constant")
+            .outputs([&step_zero])
+            .attr_tensor("value", value)
+            .build(),
+    );
+    for node in e.take_nodes() {
+        patch.add_node(g, node);
+    }
+    patch.edit(
+        g,
+        GraphEdit::AddOutput(build::value_info(
+            &step_zero,
+            DataType::Int64 as i32,
+            Some(&[]),
+        )),
+    );
+    patch.binding_edits.push(BindingEdit::SetInitialization {
+        info,
+        key: step.to_string(),
+        value: step_zero,
+    });
+    let mut init_values: HashMap<&str, &str> = HashMap::new();
+    for binding in &entry.initialization_binding {
+        init_values.entry(binding.key()).or_insert(binding.value());
+    }
+    for w in wrapped {
+        if let Some(value) = init_values.get(w.name.as_str()) {
+            for s in &w.state {
+                patch.binding_edits.push(BindingEdit::SetInitialization {
+                    info,
+                    key: s.clone(),
+                    value: value.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// A branch output name for `value` that no other output of the branch uses: `value` itself when
+/// the branch computes it and it is not listed yet, else an Identity of it.
+fn unique_output(e: &mut Emitter, used: &mut HashSet<String>, value: &str) -> String {
+    let name = if e.produced(value) && !used.contains(value) {
+        value.to_string()
+    } else {
+        let copy = e.fresh(&format!("copy__{value}"));
+        e.node(
+            Node::new("Identity")
+                .inputs([value])
+                .outputs([&copy])
+                .build(),
+        );
+        copy
+    };
+    used.insert(name.clone());
+    name
+}
+
+/// The same tensor (type, shape, bytes or external reference) under another name. Raw bytes
+/// are shared (`Bytes` clone), so a copy of a large weight costs nothing until it is written.
+fn renamed_tensor(tensor: &TensorProto, name: &str) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        doc_string: None,
+        ..tensor.clone()
+    }
+}

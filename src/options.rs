@@ -1,0 +1,18 @@
+//! What a caller asks of a rewrite besides the scheme's own settings.
+
+use crate::inject::ort::AliasOp;
+use crate::scheme::{EvalWeights, Lookahead};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RewriteOptions {
+    pub lookahead: Lookahead,
+    /// Replace an existing output (only an earlier output of the same kind).
+    pub force: bool,
+    /// Write even when fields unknown to the schema would be dropped.
+    pub allow_lossy: bool,
+    /// ORT artifacts: how readers of a parameter wait for the sync (PassThrough is zero-copy;
+    /// Reshape also works with ONNX Runtime's parallel executor).
+    pub alias: AliasOp,
+    /// Which weights evaluation and export read.
+    pub eval_weights: EvalWeights,
+}
