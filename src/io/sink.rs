@@ -3,8 +3,9 @@
 //! prost encodes into a `BufMut`. Encoding into a writable memory map of the output turns a full
 //! disk into SIGBUS; encoding into a `Vec` holds the whole model in memory. `FileSink` is a
 //! `BufMut` over a 1 MiB buffer that is written out whenever it fills; large byte fields (tensor
-//! data) are written straight from their source. The first write error is kept and reported after
-//! encoding (prost's encoder cannot fail midway), and nothing more is written after it.
+//! data) are written straight from their source, or, when they are a slice of a mapped input file,
+//! copied from that file by the kernel (`put_mapped`). The first write error is kept and reported
+//! after encoding (prost's encoder cannot fail midway), and nothing more is written after it.
 
 use std::fs::File;
 use std::io::Write;
@@ -12,13 +13,21 @@ use std::io::Write;
 use bytes::BufMut;
 use bytes::buf::UninitSlice;
 
+use crate::io::fs::CopyRangeError;
+
 const BUFFER: usize = 1 << 20;
+
+/// Mapped slices from this size on are copied by the kernel; smaller ones go through the buffer
+/// (one system call per tensor would cost more than copying a few pages).
+const KERNEL_COPY_MIN: usize = 64 << 10;
 
 pub struct FileSink<'f> {
     file: &'f mut File,
     buffer: Vec<u8>,
     error: Option<std::io::Error>,
     written: u64,
+    /// Cleared once the kernel refuses to copy between the input and this file.
+    kernel_copy: bool,
 }
 
 impl<'f> FileSink<'f> {
@@ -28,6 +37,47 @@ impl<'f> FileSink<'f> {
             buffer: Vec::with_capacity(BUFFER),
             error: None,
             written: 0,
+            kernel_copy: true,
+        }
+    }
+
+    /// Writes `bytes`; when they are the bytes at `offset` of the mapped file `source` (as
+    /// `MappedFile::offset_of` tells), large runs are copied from that file in the kernel instead
+    /// of from the mapping, so their pages are never faulted into this process.
+    pub fn put_mapped(&mut self, bytes: &[u8], source: Option<(&File, u64)>) {
+        let Some((source, offset)) = source.filter(|_| self.kernel_copy) else {
+            return self.put_slice(bytes);
+        };
+        if bytes.len() < KERNEL_COPY_MIN {
+            return self.put_slice(bytes);
+        }
+        self.flush_buffer();
+        if self.error.is_some() {
+            return;
+        }
+        let length = bytes.len() as u64;
+        match crate::io::fs::copy_range(source, offset, length, self.file) {
+            Ok(()) => self.written += length,
+            Err(CopyRangeError::Unsupported { copied }) => {
+                self.kernel_copy = false;
+                self.written += copied;
+                self.write_out(&bytes[copied as usize..]);
+            }
+            Err(CopyRangeError::Io(error)) => {
+                self.error = Some(error);
+                self.written += length;
+            }
+        }
+    }
+
+    /// Writes `count` zero bytes (alignment padding).
+    pub fn put_zeros(&mut self, count: usize) {
+        const ZEROS: [u8; 64] = [0; 64];
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(ZEROS.len());
+            self.put_slice(&ZEROS[..n]);
+            left -= n;
         }
     }
 
