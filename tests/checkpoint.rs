@@ -836,3 +836,76 @@ fn onnx_runtime_external_checkpoint_round_trips_byte_for_byte_data() {
         presence(&std::fs::read(&path).unwrap())
     );
 }
+
+/// Tensors big enough to be copied by the kernel from the file they were read from (inline, then
+/// from the data file), shared by slow copies: the bytes come out unchanged and stored once.
+#[test]
+fn big_tensors_are_copied_from_the_files_they_were_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checkpoint = Checkpoint::new(2);
+    let values: Vec<u8> = (0..512 * 256 * 4).map(|i| (i % 253) as u8).collect();
+    for (name, dims, bytes) in [
+        ("W", vec![512i64, 256], Bytes::from(values.clone())),
+        ("b", vec![3], Bytes::from_static(&[1; 12])),
+        (
+            "V",
+            vec![256, 512],
+            Bytes::from(values[..].to_vec()).slice(..),
+        ),
+    ] {
+        let tensor = CheckpointTensor::new(name, dims, data_type::FLOAT, TensorData::Inline(bytes));
+        checkpoint.add_frozen_parameter(tensor).unwrap();
+    }
+    let first = dir.path().join("first");
+    write_checkpoint(&checkpoint, &first).unwrap();
+    let first_size = std::fs::metadata(&first).unwrap().len();
+
+    let mut mapped = read_checkpoint(&first).unwrap();
+    assert_eq!(mapped, checkpoint);
+    mapped.add_frozen_copy("W", "W.slow").unwrap();
+    mapped.add_frozen_copy("V", "V.slow").unwrap();
+    let slow = dir.path().join("slow");
+    write_checkpoint(&mapped, &slow).unwrap();
+    let again = read_checkpoint(&slow).unwrap();
+    assert_eq!(again, mapped);
+    // The copies share their weights' byte vectors: only their tables and names were added.
+    assert!(std::fs::metadata(&slow).unwrap().len() < first_size + 1024);
+    for name in ["W", "W.slow", "V.slow"] {
+        assert_eq!(
+            again.tensor_bytes(again.parameter(name).unwrap()).unwrap(),
+            Some(Bytes::from(values.clone())),
+            "{name}"
+        );
+    }
+
+    let external = dir.path().join("external");
+    write_checkpoint_with(&again, &external, ExternalDataLayout::ModuleStateExternal).unwrap();
+    let data_size = std::fs::metadata(external_data_path(&external))
+        .unwrap()
+        .len();
+    assert_eq!(data_size, 2 * values.len() as u64 + 12, "W and V once each");
+    let from_data = read_checkpoint(&external).unwrap();
+    let inline = dir.path().join("inline");
+    write_checkpoint_with(&from_data, &inline, ExternalDataLayout::Inline).unwrap();
+    assert_eq!(read_checkpoint(&inline).unwrap(), again);
+}
+
+/// Outputs are created like any new file (mode 0666 under the umask), not private like
+/// temporary files, and what they replace is replaced.
+#[test]
+fn written_files_have_the_mode_of_new_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    std::fs::File::create(&reference).unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let path = dir.path().join("ck");
+    write_checkpoint_with(&read(ADAMW), &path, ExternalDataLayout::ModuleStateExternal).unwrap();
+    assert_eq!(mode(&path), mode(&reference));
+    assert_eq!(mode(&external_data_path(&path)), mode(&reference));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_checkpoint(&read(PROPERTIES), &path).unwrap();
+    assert_eq!(read_checkpoint(&path).unwrap(), read(PROPERTIES));
+    assert_eq!(mode(&path), mode(&reference));
+    assert_eq!(file_names(dir.path()), ["ck", "ck.data", "reference"]);
+}

@@ -152,6 +152,54 @@ mod tests {
     use super::*;
     use prost::Message;
 
+    /// Slices of a mapped file come out the same whether the kernel copies them (same file
+    /// system) or the sink writes them from the mapping (the kernel refuses: another file system
+    /// type, e.g. a tmpfs next to a disk), mixed with buffered writes.
+    #[test]
+    fn mapped_slices_are_copied_exactly() {
+        use std::io::{Read, Seek};
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("input");
+        let content: Vec<u8> = (0..3 * BUFFER + 12345)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        std::fs::write(&input, &content).unwrap();
+        let mapped = crate::io::fs::MappedFile::open(&input).unwrap();
+        let bytes = mapped.bytes();
+        let pieces = [
+            bytes.slice(5..BUFFER + 7),
+            bytes.slice(100..200),
+            bytes.slice(..),
+            bytes.slice(BUFFER..BUFFER + KERNEL_COPY_MIN),
+        ];
+        let mut expected = Vec::new();
+        for piece in &pieces {
+            expected.extend_from_slice(b"head");
+            expected.extend_from_slice(piece);
+        }
+        let mut outputs = vec![tempfile::tempfile_in(dir.path()).unwrap()];
+        if let Ok(shm) = tempfile::tempfile_in("/dev/shm") {
+            outputs.push(shm);
+        }
+        for mut file in outputs {
+            let mut sink = FileSink::new(&mut file);
+            for piece in &pieces {
+                sink.put_slice(b"head");
+                let origin = mapped.offset_of(piece).map(|at| (mapped.file(), at));
+                assert!(origin.is_some());
+                sink.put_mapped(piece, origin);
+            }
+            assert_eq!(sink.finish().unwrap(), expected.len() as u64);
+            file.rewind().unwrap();
+            let mut written = Vec::new();
+            file.read_to_end(&mut written).unwrap();
+            assert!(written == expected, "{} bytes written", written.len());
+        }
+        assert_eq!(mapped.offset_of(&bytes[3..9]), Some(3));
+        assert_eq!(mapped.offset_of(&[]), None);
+        assert_eq!(mapped.offset_of(&content[3..9]), None);
+    }
+
     #[test]
     fn streamed_encoding_equals_in_memory_encoding() {
         use crate::generated::onnx::{GraphProto, ModelProto, TensorProto};
