@@ -909,3 +909,103 @@ fn written_files_have_the_mode_of_new_files() {
     assert_eq!(mode(&path), mode(&reference));
     assert_eq!(file_names(dir.path()), ["ck", "ck.data", "reference"]);
 }
+
+/// The child half of `kernel_copies_fail_cleanly`: runs in a process of its own (a file-size
+/// limit, or an interruption, applies to the whole process).
+#[test]
+#[ignore = "run by kernel_copies_fail_cleanly in a child process"]
+fn child_write_that_fails() {
+    let (Some(dir), Some(mode)) = (
+        std::env::var_os("CHECKPOINT_CHILD_DIR"),
+        std::env::var("CHECKPOINT_CHILD_MODE").ok(),
+    ) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let mut checkpoint = read_checkpoint(dir.join("source")).unwrap();
+    checkpoint.add_frozen_copy("W", "W.slow").unwrap();
+    if mode == "interrupt" {
+        onnx_lookahead::io::interrupt::install_handlers();
+        // SAFETY: raising a signal whose handler only sets a flag.
+        unsafe { libc::raise(libc::SIGINT) };
+    }
+    for layout in [
+        ExternalDataLayout::Keep,
+        ExternalDataLayout::ModuleStateExternal,
+    ] {
+        let out = dir.join(format!("out_{layout:?}"));
+        std::fs::create_dir(&out).unwrap();
+        let error = write_checkpoint_with(&checkpoint, out.join("ck"), layout).unwrap_err();
+        let Error::Io { source, .. } = &error else {
+            panic!("{error}")
+        };
+        match mode.as_str() {
+            "interrupt" => assert_eq!(source.kind(), std::io::ErrorKind::Interrupted, "{error}"),
+            _ => assert_eq!(source.raw_os_error(), Some(libc::EFBIG), "{error}"),
+        }
+        assert!(
+            file_names(&out).is_empty(),
+            "{layout:?}: {:?}",
+            file_names(&out)
+        );
+    }
+    println!("child checked {mode}");
+}
+
+/// Writing a checkpoint whose big tensors the kernel copies from the input fails like any write:
+/// under a file-size limit (EFBIG; SIGXFSZ ignored, as the binary does) and when a signal asked
+/// to stop, the error is `Error::Io` and no file is left behind.
+#[test]
+fn kernel_copies_fail_cleanly() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = Checkpoint::new(2);
+    let values = Bytes::from(vec![7u8; 4 << 20]);
+    let tensor = CheckpointTensor::new(
+        "W",
+        vec![1 << 20],
+        data_type::FLOAT,
+        TensorData::Inline(values),
+    );
+    source.add_frozen_parameter(tensor).unwrap();
+    write_checkpoint(&source, dir.path().join("source")).unwrap();
+    for mode in ["file-size-limit", "interrupt"] {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "--ignored",
+                "--exact",
+                "child_write_that_fails",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CHECKPOINT_CHILD_DIR", dir.path())
+            .env("CHECKPOINT_CHILD_MODE", mode);
+        if mode == "file-size-limit" {
+            // SAFETY: setrlimit and signal are async-signal-safe; nothing else runs before exec.
+            unsafe {
+                command.pre_exec(|| {
+                    let limit = libc::rlimit {
+                        rlim_cur: 1 << 20,
+                        rlim_max: 1 << 20,
+                    };
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains(&format!("child checked {mode}")),
+            "{mode}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for layout in ["Keep", "ModuleStateExternal"] {
+            std::fs::remove_dir(dir.path().join(format!("out_{layout}"))).unwrap();
+        }
+    }
+}

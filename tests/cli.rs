@@ -2,7 +2,7 @@
 //! every kind of bad input giving exactly one `error:` line, a non-zero exit, no output and an
 //! untouched input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost::Message;
 
