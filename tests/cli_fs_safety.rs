@@ -241,7 +241,8 @@ fn external_data_may_not_leave_the_model_folder() {
     let work = tmp();
     let w = work.path();
     std::fs::write(w.join("outside.bin"), vec![0u8; 4096]).unwrap();
-    let cases: Vec<(&str, fn(&Path) -> std::path::PathBuf)> = vec![
+    type MakeModel = fn(&Path) -> std::path::PathBuf;
+    let cases: Vec<(&str, MakeModel)> = vec![
         ("link to a file outside", |d| {
             let m = external_data_model(d, "evil.bin");
             std::os::unix::fs::symlink("../../outside.bin", d.join("evil.bin")).unwrap();

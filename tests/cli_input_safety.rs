@@ -109,7 +109,8 @@ fn inconsistent_tensors_are_refused_naming_tensor_and_file() {
     let work = tmp();
     let dir = work.path();
     // (case, change, part of the message)
-    let cases: [(&str, fn(&mut ModelProto), &str); 7] = [
+    type Case = (&'static str, fn(&mut ModelProto), &'static str);
+    let cases: [Case; 7] = [
         (
             "raw_short",
             |m| {
@@ -205,7 +206,8 @@ fn module(c: &mut Checkpoint) -> &mut onnx_lookahead::io::checkpoint::ModuleStat
 fn checkpoints_onnx_runtime_would_refuse_are_refused() {
     let work = tmp();
     let optimizer_state = read_checkpoint(test_data("checkpoint_adamw_optimizer_state")).unwrap();
-    let cases: Vec<(&str, &str, Box<dyn Fn(&mut Checkpoint)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut Checkpoint)>;
+    let cases: Vec<(&str, &str, Change, &str)> = vec![
         (
             "version 3",
             "ort_adamw",

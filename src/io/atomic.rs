@@ -47,26 +47,54 @@ pub fn write_file_with(
     fill: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<()> {
     check_destination(path, overwrite)?;
-    let dir = parent_dir(path);
-    let mut tmp = builder_with_mode(0o666)
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io("cannot create a temporary file in", &dir, e))?;
-    // Errors name the destination: the temporary file is an implementation detail, removed
-    // when `tmp` is dropped.
-    fill(tmp.as_file_mut()).map_err(|e| Error::io("cannot write", path, e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io("cannot write", path, e))?;
-    crate::io::interrupt::check().map_err(|e| Error::io("cannot write", path, e))?;
-    let persisted = if overwrite {
-        tmp.persist(path).map(|_| ())
-    } else {
-        tmp.persist_noclobber(path).map(|_| ())
-    };
-    persisted.map_err(|e| Error::io("cannot rename into place", path, e.error))?;
-    sync_dir(&dir);
-    Ok(())
+    let mut staged = StagedFile::new(path)?;
+    staged.fill(fill)?;
+    staged.commit(overwrite)
+}
+
+/// A file being written as a temporary sibling of its destination (`.onnx-lookahead-*.tmp`, with
+/// the usual mode of new files under the umask); `commit` renames it into place. Dropping it
+/// without commit removes it.
+pub struct StagedFile {
+    tmp: tempfile::NamedTempFile,
+    destination: PathBuf,
+}
+
+impl StagedFile {
+    pub fn new(destination: &Path) -> Result<Self> {
+        let dir = parent_dir(destination);
+        let tmp = builder_with_mode(0o666)
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io("cannot create a temporary file in", &dir, e))?;
+        Ok(StagedFile {
+            tmp,
+            destination: destination.to_path_buf(),
+        })
+    }
+
+    /// Lets `fill` write the file, then flushes it to disk. Errors name the destination: the
+    /// temporary file is an implementation detail, removed when this is dropped.
+    pub fn fill(&mut self, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+        fill(self.tmp.as_file_mut())
+            .and_then(|()| self.tmp.as_file().sync_all())
+            .map_err(|e| Error::io("cannot write", &self.destination, e))
+    }
+
+    /// Renames the file over its destination (only if there is none, unless `overwrite`) and
+    /// makes the rename durable.
+    pub fn commit(self, overwrite: bool) -> Result<()> {
+        crate::io::interrupt::check()
+            .map_err(|e| Error::io("cannot write", &self.destination, e))?;
+        let persisted = if overwrite {
+            self.tmp.persist(&self.destination).map(drop)
+        } else {
+            self.tmp.persist_noclobber(&self.destination).map(drop)
+        };
+        persisted.map_err(|e| Error::io("cannot rename into place", &self.destination, e.error))?;
+        sync_dir(&parent_dir(&self.destination));
+        Ok(())
+    }
 }
 
 /// A directory being assembled next to its destination; `commit` renames it into place.

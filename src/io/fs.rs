@@ -10,11 +10,14 @@
 //!   symbolic links as links (never followed, so a link cannot pull in files from elsewhere or loop).
 //!
 //! Inputs are memory-mapped read-only; outputs are never written through a writable mapping (a full
-//! disk would arrive as SIGBUS): they are streamed with ordinary writes (`io::sink`).
+//! disk would arrive as SIGBUS): they are streamed with ordinary writes (`io::sink`), and bytes
+//! that are a slice of a mapped input ([`MappedFile`]) are copied from its file by the kernel
+//! ([`copy_range`]), so a big input's pages are not faulted into the process to be written out.
 
 use std::fs::{File, FileType, Metadata};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -83,15 +86,139 @@ pub fn open_regular(path: &Path) -> Result<(File, u64)> {
 /// Maps a whole regular file read-only. Empty files give empty `Bytes` (an empty mapping is an
 /// error on Linux).
 pub fn map_regular(path: &Path) -> Result<Bytes> {
-    let (file, length) = open_regular(path)?;
-    if length == 0 {
-        return Ok(Bytes::new());
+    MappedFile::open(path).map(|mapped| mapped.bytes)
+}
+
+/// A regular file mapped read-only, together with the descriptor it was mapped from, so that
+/// slices of the mapping can be copied to an output by the kernel ([`copy_range`]) without their
+/// pages ever being mapped into (or counted against) this process.
+#[derive(Clone)]
+pub struct MappedFile {
+    path: PathBuf,
+    file: Arc<File>,
+    bytes: Bytes,
+}
+
+impl MappedFile {
+    /// Opens (see [`open_regular`]) and maps the whole file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let (file, length) = open_regular(path)?;
+        let bytes = if length == 0 {
+            Bytes::new()
+        } else {
+            // SAFETY: the mapping is read-only and the tool never writes its inputs; like every
+            // memory-mapped reader, this relies on nobody truncating the file while it is in use
+            // (ONNX tools replace files by rename rather than rewriting them in place).
+            let map = unsafe { memmap2::Mmap::map(&file) }
+                .map_err(|e| Error::io("cannot map", path, e))?;
+            Bytes::from_owner(map)
+        };
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            bytes,
+        })
     }
-    // SAFETY: the mapping is read-only and the tool never writes its inputs; like every
-    // memory-mapped reader, this relies on nobody truncating the file while it is in use (ONNX
-    // tools replace files by rename rather than rewriting them in place).
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("cannot map", path, e))?;
-    Ok(Bytes::from_owner(map))
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The whole mapping; slices of it (`Bytes::slice_ref`) keep it alive.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The offset in the file of `slice`, when it is a non-empty part of this mapping.
+    pub fn offset_of(&self, slice: &[u8]) -> Option<u64> {
+        let base = self.bytes.as_ptr() as usize;
+        let start = slice.as_ptr() as usize;
+        let end = start.checked_add(slice.len())?;
+        (!slice.is_empty() && start >= base && end <= base + self.bytes.len())
+            .then(|| (start - base) as u64)
+    }
+}
+
+impl std::fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} bytes)", self.path.display(), self.bytes.len())
+    }
+}
+
+/// Why [`copy_range`] stopped before copying everything.
+#[derive(Debug)]
+pub enum CopyRangeError {
+    /// The kernel cannot copy between these two files (another file system type, an old
+    /// kernel, another OS) after `copied` bytes; the caller writes the rest itself.
+    Unsupported { copied: u64 },
+    /// A read or write failed (a full disk, a file-size limit), or a signal asked to stop.
+    Io(std::io::Error),
+}
+
+/// Appends `length` bytes of `from`, starting at `offset`, to `to` at its current position, with
+/// `copy_file_range`: the kernel moves the bytes between the page caches (or shares extents), so
+/// they are never read into, or mapped by, this process. `from`'s own position is not used or
+/// changed. Checks for interruption between chunks of at most 64 MiB.
+pub fn copy_range(from: &File, offset: u64, length: u64, to: &File) -> Result<(), CopyRangeError> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        const CHUNK: u64 = 64 << 20;
+        let mut copied = 0u64;
+        while copied < length {
+            crate::io::interrupt::check().map_err(CopyRangeError::Io)?;
+            let Ok(mut at) = libc::loff_t::try_from(offset + copied) else {
+                return Err(CopyRangeError::Unsupported { copied });
+            };
+            let want = (length - copied).min(CHUNK) as usize;
+            // SAFETY: both descriptors are open for the duration of the call; `at` is a valid
+            // loff_t the kernel updates; a null output offset means "the file position".
+            let n = unsafe {
+                libc::copy_file_range(
+                    from.as_raw_fd(),
+                    &mut at,
+                    to.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    want,
+                    0,
+                )
+            };
+            if n < 0 {
+                let error = std::io::Error::last_os_error();
+                match error.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // Not possible between these files (as std::io::copy decides).
+                    Some(libc::ENOSYS | libc::EXDEV | libc::EOPNOTSUPP | libc::EPERM) => {
+                        return Err(CopyRangeError::Unsupported { copied });
+                    }
+                    Some(libc::EINVAL | libc::EBADF) if copied == 0 => {
+                        return Err(CopyRangeError::Unsupported { copied });
+                    }
+                    _ => return Err(CopyRangeError::Io(error)),
+                }
+            }
+            if n == 0 {
+                return Err(CopyRangeError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the input file ended at byte {} while {length} bytes from {offset} were copied",
+                        offset + copied
+                    ),
+                )));
+            }
+            copied += n as u64;
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (from, offset, length, to);
+        Err(CopyRangeError::Unsupported { copied: 0 })
+    }
 }
 
 /// The type of the entry at `path` itself (a symlink is reported as a symlink).

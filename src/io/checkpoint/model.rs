@@ -1,10 +1,12 @@
 //! The owned, editable checkpoint model.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use super::*;
+use crate::io::fs::MappedFile;
 use crate::{Error, Result};
 
 /// Which optional vectors (or tables) of one table are written even when empty. FlatBuffers tell
@@ -48,7 +50,10 @@ pub struct Checkpoint {
     pub property_bag: PropertyBag,
     pub(super) empty_present: EmptyPresent,
     /// The data file `TensorData::External` ranges point into, when read from a checkpoint with one.
-    pub(super) external_data: Option<ExternalDataFile>,
+    pub(super) external_data: Option<MappedFile>,
+    /// The checkpoint file this was read from: inline tensor bytes are slices of its mapping, which
+    /// the writer copies from the file itself (see [`Checkpoint::origin`]).
+    pub(super) mapped: Option<MappedFile>,
     /// Where this checkpoint was read from, for error messages.
     pub(super) source: Option<PathBuf>,
 }
@@ -62,21 +67,8 @@ impl PartialEq for Checkpoint {
             && self.module_state == other.module_state
             && self.optimizer_groups == other.optimizer_groups
             && self.property_bag == other.property_bag
-            && self.external_data.as_ref().map(|data| &data.bytes)
-                == other.external_data.as_ref().map(|data| &data.bytes)
-    }
-}
-
-/// A memory-mapped external data file.
-#[derive(Clone)]
-pub(super) struct ExternalDataFile {
-    pub(super) path: PathBuf,
-    pub(super) bytes: Bytes,
-}
-
-impl std::fmt::Debug for ExternalDataFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({} bytes)", self.path.display(), self.bytes.len())
+            && self.external_data.as_ref().map(MappedFile::bytes)
+                == other.external_data.as_ref().map(MappedFile::bytes)
     }
 }
 
@@ -287,6 +279,7 @@ impl Checkpoint {
             property_bag: PropertyBag::new(),
             empty_present: EmptyPresent::default(),
             external_data: None,
+            mapped: None,
             source: None,
         }
     }
@@ -298,7 +291,16 @@ impl Checkpoint {
 
     /// The external data file the `TensorData::External` ranges refer to, if one was read.
     pub fn external_data_path(&self) -> Option<&Path> {
-        self.external_data.as_ref().map(|data| data.path.as_path())
+        self.external_data.as_ref().map(MappedFile::path)
+    }
+
+    /// Where `bytes` lie in a file this checkpoint was read from (the checkpoint or its data
+    /// file), when they are a slice of its mapping: the writer then copies them from that file.
+    pub(super) fn origin(&self, bytes: &[u8]) -> Option<(&File, u64)> {
+        [self.mapped.as_ref(), self.external_data.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|file| Some((file.file(), file.offset_of(bytes)?)))
     }
 
     /// The parameter (trainable or frozen) named `name`.
@@ -352,14 +354,14 @@ impl Checkpoint {
                     .into(),
             });
         };
-        slice_range(&data.bytes, range).ok_or_else(|| Error::ExternalData {
-            path: data.path.clone(),
+        slice_range(data.bytes(), range).ok_or_else(|| Error::ExternalData {
+            path: data.path().to_path_buf(),
             tensor: tensor.to_string(),
             reason: format!(
                 "bytes {}..{} lie beyond the end of the file ({} bytes)",
                 range.offset,
                 range.offset.saturating_add(range.length),
-                data.bytes.len()
+                data.bytes().len()
             ),
         })
     }

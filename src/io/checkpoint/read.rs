@@ -9,6 +9,7 @@ use super::model::*;
 use super::verify::flatbuffer as verify;
 use super::*;
 use crate::generated::ort_checkpoint::onnxruntime::fbs;
+use crate::io::fs::MappedFile;
 use crate::{Error, Result};
 
 // ---------------------------------------------------------------------------------------------
@@ -17,13 +18,15 @@ use crate::{Error, Result};
 
 /// Reads the checkpoint at `path` (and its external data file, when it has one), memory-mapped.
 ///
-/// The returned model keeps the mappings alive through `Bytes`; the files must not be modified
-/// while it is in use.
+/// The returned model keeps the mappings alive through `Bytes`, and the files open so that writing
+/// can copy tensor bytes from them in the kernel; the files must not be modified while it is in
+/// use.
 pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
-    let bytes = crate::io::fs::map_regular(path)?;
-    let mut checkpoint = parse_checkpoint(&bytes, path)?;
+    let mapped = MappedFile::open(path)?;
+    let mut checkpoint = parse_checkpoint(mapped.bytes(), path)?;
     checkpoint.source = Some(path.to_path_buf());
+    checkpoint.mapped = Some(mapped);
 
     let external: Vec<(String, ExternalRange)> = checkpoint
         .tensors()
@@ -49,9 +52,9 @@ pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
         ));
     }
     let data_path = external_data_path(path);
-    let data = crate::io::fs::map_regular(&data_path)?;
+    let data = MappedFile::open(&data_path)?;
     for (tensor, range) in external {
-        if slice_range(&data, range).is_none() {
+        if slice_range(data.bytes(), range).is_none() {
             return Err(Error::ExternalData {
                 path: data_path,
                 tensor,
@@ -59,15 +62,12 @@ pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
                     "bytes {}..{} lie beyond the end of the file ({} bytes)",
                     range.offset,
                     range.offset.saturating_add(range.length),
-                    data.len()
+                    data.bytes().len()
                 ),
             });
         }
     }
-    checkpoint.external_data = Some(ExternalDataFile {
-        path: data_path,
-        bytes: data,
-    });
+    checkpoint.external_data = Some(data);
     checkpoint.verify_content(path)?;
     Ok(checkpoint)
 }
@@ -141,6 +141,7 @@ pub(super) fn parse_checkpoint(bytes: &Bytes, path: &Path) -> Result<Checkpoint>
             .with(OPTIMIZER_GROUPS_BIT, root.optimizer_groups().is_some())
             .with(PROPERTY_BAG_BIT, root.property_bag().is_some()),
         external_data: None,
+        mapped: None,
         source: None,
     })
 }
