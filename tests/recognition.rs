@@ -1,0 +1,88 @@
+//! A rewrite is recognised from what it recorded: for every format, alias mode and alpha (1 and
+//! not 1), `inspect` of the output marks every trainable parameter (and no other) as wrapped,
+//! lists the recorded state, reports k, alpha and mode, and counts exactly the injected nodes the
+//! rewrite's summary counted.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::fixture;
+use onnx_lookahead::inject::ort::AliasOp;
+use onnx_lookahead::{Options, RewriteOptions};
+
+#[test]
+fn inspect_of_a_rewrite_reports_what_it_recorded() {
+    let work = common::tmp();
+    let cases = [
+        ("ort_adamw", AliasOp::PassThrough, "passthrough"),
+        ("ort_adamw", AliasOp::Reshape, "reshape"),
+        ("ort_sgd", AliasOp::PassThrough, "passthrough"),
+        ("ort_sgd", AliasOp::Reshape, "reshape"),
+        ("ort_adamw_frozen", AliasOp::PassThrough, "passthrough"),
+        ("ort_adamw_frozen", AliasOp::Reshape, "reshape"),
+        ("training_info_sgd.onnx", AliasOp::PassThrough, "training-info"),
+    ];
+    for (i, (input, alias, mode)) in cases.into_iter().enumerate() {
+        for (k, alpha) in [(3, 1.0), (4, 0.25)] {
+            let what = format!("{input} {mode} alpha={alpha}");
+            let original = onnx_lookahead::inspect(&fixture(input)).unwrap();
+            assert!(original.lookahead.is_none(), "{what}");
+            let out = work.path().join(format!("out{i}_{k}"));
+            let out = if input.ends_with(".onnx") {
+                out.with_extension("onnx")
+            } else {
+                out
+            };
+            let options = RewriteOptions {
+                lookahead: Options::new(k, alpha).unwrap(),
+                alias,
+                ..Default::default()
+            };
+            let summary = onnx_lookahead::rewrite(&fixture(input), &out, &options).unwrap();
+            let report = onnx_lookahead::inspect(&out).unwrap();
+
+            let lookahead = report.lookahead.as_ref().expect("recognised as rewritten");
+            assert_eq!((lookahead.k, lookahead.alpha), (k, alpha), "{what}");
+            let rewrite = report.rewrite.as_ref().expect("a record");
+            assert_eq!(rewrite.mode, mode, "{what}");
+            assert_eq!(rewrite.scheme, "lookahead", "{what}");
+
+            let trainable: BTreeSet<&str> = original
+                .parameters
+                .iter()
+                .filter(|p| p.trainable)
+                .map(|p| p.name.as_str())
+                .collect();
+            assert!(!trainable.is_empty(), "{what}");
+            let wrapped: BTreeSet<&str> = report
+                .parameters
+                .iter()
+                .filter(|p| p.lookahead)
+                .map(|p| p.name.as_str())
+                .collect();
+            assert_eq!(wrapped, trainable, "{what}: every trainable parameter, no other");
+            let summary_wrapped: BTreeSet<&str> =
+                summary.wrapped_parameters.iter().map(String::as_str).collect();
+            assert_eq!(summary_wrapped, trainable, "{what}");
+            assert_eq!(
+                report.parameters.len(),
+                original.parameters.len(),
+                "{what}: the state is not listed as parameters"
+            );
+
+            // One slow weight per wrapped parameter and one counter, all recorded and present.
+            assert_eq!(report.injected_state.len(), trainable.len() + 1, "{what}");
+            for p in &trainable {
+                let slow = format!("lookahead__slow__{p}");
+                assert!(report.injected_state.contains(&slow), "{what}: {slow}");
+            }
+            assert_eq!(
+                report.injected_nodes.len(),
+                summary.injected_nodes,
+                "{what}: inspect counts what the rewrite injected"
+            );
+            assert!(report.refusals.iter().any(|r| r.contains("already rewritten")), "{what}");
+        }
+    }
+}
