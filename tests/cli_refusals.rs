@@ -135,7 +135,8 @@ fn cases() -> Vec<Case> {
             move |d| write(d, "truncated.onnx", &model[..cut]),
         ));
     }
-    let artifact_damage: Vec<(&'static str, &'static str, Box<dyn Fn(&Path)>)> = vec![
+    type Damage = Box<dyn Fn(&Path)>;
+    let artifact_damage: Vec<(&'static str, &'static str, Damage)> = vec![
         ("truncated checkpoint", "checkpoint", {
             let c = checkpoint.clone();
             Box::new(move |a| std::fs::write(a.join("checkpoint"), &c[..c.len() / 2]).unwrap())

@@ -21,7 +21,11 @@ fn inspect_of_a_rewrite_reports_what_it_recorded() {
         ("ort_sgd", AliasOp::Reshape, "reshape"),
         ("ort_adamw_frozen", AliasOp::PassThrough, "passthrough"),
         ("ort_adamw_frozen", AliasOp::Reshape, "reshape"),
-        ("training_info_sgd.onnx", AliasOp::PassThrough, "training-info"),
+        (
+            "training_info_sgd.onnx",
+            AliasOp::PassThrough,
+            "training-info",
+        ),
     ];
     for (i, (input, alias, mode)) in cases.into_iter().enumerate() {
         for (k, alpha) in [(3, 1.0), (4, 0.25)] {
@@ -61,9 +65,15 @@ fn inspect_of_a_rewrite_reports_what_it_recorded() {
                 .filter(|p| p.lookahead)
                 .map(|p| p.name.as_str())
                 .collect();
-            assert_eq!(wrapped, trainable, "{what}: every trainable parameter, no other");
-            let summary_wrapped: BTreeSet<&str> =
-                summary.wrapped_parameters.iter().map(String::as_str).collect();
+            assert_eq!(
+                wrapped, trainable,
+                "{what}: every trainable parameter, no other"
+            );
+            let summary_wrapped: BTreeSet<&str> = summary
+                .wrapped_parameters
+                .iter()
+                .map(String::as_str)
+                .collect();
             assert_eq!(summary_wrapped, trainable, "{what}");
             assert_eq!(
                 report.parameters.len(),
@@ -82,7 +92,13 @@ fn inspect_of_a_rewrite_reports_what_it_recorded() {
                 summary.injected_nodes,
                 "{what}: inspect counts what the rewrite injected"
             );
-            assert!(report.refusals.iter().any(|r| r.contains("already rewritten")), "{what}");
+            assert!(
+                report
+                    .refusals
+                    .iter()
+                    .any(|r| r.contains("already rewritten")),
+                "{what}"
+            );
         }
     }
 }

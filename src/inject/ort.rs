@@ -27,6 +27,8 @@
 //! Eval graph: `P_eval = If(step == period) then <view at a sync> else <view between syncs>` with
 //! standard ops only (export_model_for_inferencing keeps working); every reader of P reads P_eval.
 
+use std::collections::HashSet;
+
 use crate::error::{Error, Result};
 use crate::generated::onnx::{ModelProto, ValueInfoProto, tensor_proto::DataType};
 use crate::graph::build::{self, MS_DOMAIN, Node};
@@ -36,7 +38,7 @@ use crate::graph::patch::{GraphEdit, GraphId, ModelPatch};
 use crate::record::WrappedParameter;
 use crate::scheme::{EvalWeights, Param, Scheme};
 
-use super::{NAME_PREFIX, branch_output};
+use super::{NAME_PREFIX, branch_output, if_node};
 
 /// The training graph's flag telling that this forward starts a new optimizer step.
 pub const LAZY_RESET_GRAD: &str = "lazy_reset_grad";
@@ -294,7 +296,8 @@ fn inject_training(
                 previous_flag = written;
             }
         }
-        let mut outputs = vec![bool_info(&branch_output(&mut then, &previous_flag))];
+        let done = branch_output(&mut then, &mut HashSet::new(), &previous_flag);
+        let mut outputs = vec![bool_info(&done)];
         if alias == AliasOp::Reshape {
             outputs.extend(shapes(&mut then, slots));
         }
@@ -329,26 +332,15 @@ fn inject_training(
         patch.add_node(g, node);
     }
     let synced = if_outputs[0].clone();
-    let then_branch = build::branch(
-        &names.fresh(&format!("{NAME_PREFIX}sync_then")),
-        then_nodes,
-        then_outputs,
+    let sync_node = if_node(
+        names,
+        "sync",
+        &pending,
+        if_outputs.clone(),
+        (then_nodes, then_outputs),
+        (else_nodes, else_outputs),
     );
-    let else_branch = build::branch(
-        &names.fresh(&format!("{NAME_PREFIX}sync_else")),
-        else_nodes,
-        else_outputs,
-    );
-    patch.add_node(
-        g,
-        Node::new("If")
-            .inputs([&pending])
-            .outputs(if_outputs.iter().cloned())
-            .name(names.fresh(&format!("{NAME_PREFIX}sync")))
-            .attr_graph("then_branch", then_branch)
-            .attr_graph("else_branch", else_branch)
-            .build(),
-    );
+    patch.add_node(g, sync_node);
 
     // Aliases of the parameters that exist only after the If ran; every reader of P reads them.
     let aliases: Vec<String> = slots
@@ -536,6 +528,7 @@ fn inject_eval(
     let mut branch = |at_sync: bool| -> Result<_> {
         let mut e = Emitter::new(names, NAME_PREFIX);
         let mut outputs = Vec::new();
+        let mut used = HashSet::new();
         for s in &read {
             let info = inputs
                 .get(s.param.as_str())
@@ -543,7 +536,7 @@ fn inject_eval(
                 .cloned()
                 .unwrap_or_default();
             let view = scheme.eval_view(&mut e, s.param(), &s.param, &s.state, weights, at_sync)?;
-            let view = branch_output(&mut e, &view);
+            let view = branch_output(&mut e, &mut used, &view);
             outputs.push(build::value_info_renamed(&info, &view));
         }
         Ok((e.take_nodes(), outputs, e.take_constants()))
@@ -565,25 +558,14 @@ fn inject_eval(
     for c in then_constants.into_iter().chain(else_constants) {
         patch.edit(g, GraphEdit::AddInitializer(c));
     }
-    let then_branch = build::branch(
-        &names.fresh(&format!("{NAME_PREFIX}eval_sync_then")),
-        then_nodes,
-        then_outputs,
+    let node = if_node(
+        names,
+        "eval_weights",
+        &at_boundary,
+        if_outputs,
+        (then_nodes, then_outputs),
+        (else_nodes, else_outputs),
     );
-    let else_branch = build::branch(
-        &names.fresh(&format!("{NAME_PREFIX}eval_sync_else")),
-        else_nodes,
-        else_outputs,
-    );
-    patch.add_node(
-        g,
-        Node::new("If")
-            .inputs([&at_boundary])
-            .outputs(if_outputs)
-            .name(names.fresh(&format!("{NAME_PREFIX}eval_weights")))
-            .attr_graph("then_branch", then_branch)
-            .attr_graph("else_branch", else_branch)
-            .build(),
-    );
+    patch.add_node(g, node);
     Ok(patch)
 }

@@ -26,7 +26,7 @@ use crate::graph::patch::{BindingEdit, GraphEdit, GraphId, ModelPatch};
 use crate::record::WrappedParameter;
 use crate::scheme::{Param, Scheme};
 
-use super::NAME_PREFIX;
+use super::{NAME_PREFIX, branch_output, if_node};
 
 /// A weight to wrap, as the adapter's analysis found it.
 #[derive(Debug, Clone)]
@@ -145,9 +145,9 @@ fn inject_entry(
         let (mut fast, mut state) = (Vec::new(), Vec::new());
         for (w, p) in weights.iter().zip(&wrapped) {
             let synced = scheme.sync(&mut then, w.param(), &w.update_value, &p.state)?;
-            fast.push(w.value_info(&unique_output(&mut then, &mut used, &synced.fast)));
+            fast.push(w.value_info(&branch_output(&mut then, &mut used, &synced.fast)));
             for new in &synced.state {
-                state.push(w.value_info(&unique_output(&mut then, &mut used, new)));
+                state.push(w.value_info(&branch_output(&mut then, &mut used, new)));
             }
         }
         for c in then.take_constants() {
@@ -161,9 +161,9 @@ fn inject_entry(
         let mut used = HashSet::new();
         let (mut fast, mut state) = (Vec::new(), Vec::new());
         for (w, p) in weights.iter().zip(&wrapped) {
-            fast.push(w.value_info(&unique_output(&mut els, &mut used, &w.update_value)));
+            fast.push(w.value_info(&branch_output(&mut els, &mut used, &w.update_value)));
             for old in &p.state {
-                state.push(w.value_info(&unique_output(&mut els, &mut used, old)));
+                state.push(w.value_info(&branch_output(&mut els, &mut used, old)));
             }
         }
         fast.extend(state);
@@ -186,26 +186,15 @@ fn inject_entry(
             if_outputs.push(next);
         }
     }
-    let then_branch = build::branch(
-        &names.fresh(&format!("{NAME_PREFIX}sync_then")),
-        then_nodes,
-        then_outputs,
+    let sync_node = if_node(
+        names,
+        "sync",
+        &sync,
+        if_outputs,
+        (then_nodes, then_outputs),
+        (else_nodes, else_outputs),
     );
-    let else_branch = build::branch(
-        &names.fresh(&format!("{NAME_PREFIX}sync_else")),
-        else_nodes,
-        else_outputs,
-    );
-    patch.add_node(
-        g,
-        Node::new("If")
-            .inputs([&sync])
-            .outputs(if_outputs)
-            .name(names.fresh(&format!("{NAME_PREFIX}sync")))
-            .attr_graph("then_branch", then_branch)
-            .attr_graph("else_branch", else_branch)
-            .build(),
-    );
+    patch.add_node(g, sync_node);
 
     // New algorithm outputs and bindings.
     patch.edit(
@@ -290,25 +279,6 @@ fn reset_on_initialization(
             }
         }
     }
-}
-
-/// A branch output name for `value` that no other output of the branch uses: `value` itself when
-/// the branch computes it and it is not listed yet, else an Identity of it.
-fn unique_output(e: &mut Emitter, used: &mut HashSet<String>, value: &str) -> String {
-    let name = if e.produced(value) && !used.contains(value) {
-        value.to_string()
-    } else {
-        let copy = e.fresh(&format!("copy__{value}"));
-        e.node(
-            Node::new("Identity")
-                .inputs([value])
-                .outputs([&copy])
-                .build(),
-        );
-        copy
-    };
-    used.insert(name.clone());
-    name
 }
 
 /// The same tensor (type, shape, bytes or external reference) under another name. Raw bytes

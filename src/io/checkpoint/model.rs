@@ -402,21 +402,12 @@ impl Checkpoint {
     /// Appends a frozen parameter `name` holding the same dims, type and bytes as the parameter
     /// `source` (shared, not copied).
     pub fn add_frozen_copy(&mut self, source: &str, name: &str) -> Result<&CheckpointTensor> {
-        let original = self
-            .parameter(source)
+        self.add_frozen_copies(&[(source, name)])?;
+        self.parameter(name)
             .ok_or_else(|| Error::InvalidCheckpoint {
                 path: self.error_path(),
-                reason: format!("no parameter named {source}"),
-            })?;
-        let mut copy = CheckpointTensor::new(
-            name,
-            original.dims.clone(),
-            original.data_type,
-            original.data.clone(),
-        );
-        copy.string_data = original.string_data.clone();
-        copy.empty_present = original.empty_present;
-        self.add_frozen_parameter(copy)
+                reason: format!("no parameter named {name}"),
+            })
     }
 
     /// Appends frozen copies of parameters at once: each `(source, name)` gets the same dims,
