@@ -109,6 +109,9 @@ fuzz_target!(
         };
         let cases = setup();
         let prepared = &cases[usize::from(*selector) % cases.len()];
+        if prepared.target.ends_with("checkpoint") && onnx_lookahead_fuzz::flatbuffers_soffset_min(body) {
+            return;
+        }
         write(&prepared.target, body);
         let input_entries = entries(&prepared.dir);
         let opts = options(*option_byte);
