@@ -1159,6 +1159,25 @@ impl Plan {
                         Some(bytes) => bytes,
                         None => Bytes::new(),
                     };
+                    // The data file does not store lengths: a reader sizes each range from dims
+                    // and type, so only bytes that match them can move there (not, e.g., the
+                    // empty bytes of a nominal checkpoint's parameters).
+                    let moved = matches!(tensor.data, TensorData::Inline(_));
+                    if to_external
+                        && moved
+                        && tensor.expected_byte_length() != Some(bytes.len() as u64)
+                    {
+                        return Err(Error::ExternalData {
+                            path: path.to_path_buf(),
+                            tensor: tensor.name.clone(),
+                            reason: format!(
+                                "{} inline bytes do not match dims {:?} of type {}, so they cannot move to the external data file",
+                                bytes.len(),
+                                tensor.dims,
+                                tensor.data_type
+                            ),
+                        });
+                    }
                     if to_external {
                         let alignment = external_alignment(tensor.data_type);
                         let key = (bytes.as_ptr() as usize, bytes.len(), alignment);
