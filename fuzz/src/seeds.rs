@@ -102,6 +102,8 @@ pub mod option_bits {
     pub const K_VALUES: [u64; 8] = [5, 1, 2, 3, 4, 6, 7, 1000];
     /// training_info: write the output into the input's own folder (external data then shared).
     pub const SAME_FOLDER: u8 = 64;
+    /// Also `inspect` the input before rewriting it.
+    pub const INSPECT_INPUT: u8 = 128;
 }
 
 fn read(path: &Path) -> Vec<u8> {
@@ -248,7 +250,7 @@ fn rewrite_seeds() -> Vec<(String, Vec<u8>)> {
                 format!("{}-{}", ARTIFACT_BASES[base].0, ARTIFACT_FILES[file])
             }
         };
-        for options in [0, RESHAPE | ALPHA_ONE | (1 << K_SHIFT)] {
+        for options in [0, RESHAPE | ALPHA_ONE | INSPECT_INPUT | (1 << K_SHIFT)] {
             push(index, options, &label, &original);
         }
         if case == RewriteCase::TrainingInfo {
