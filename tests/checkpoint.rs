@@ -618,6 +618,26 @@ fn inconsistent_tensors_are_errors() {
 }
 
 #[test]
+fn mismatched_inline_bytes_do_not_move_to_external_data() {
+    // Found by fuzz/ (fuzz/findings/checkpoint/module-state-external-short-inline-bytes): the
+    // nominal checkpoint's parameters hold 0 inline bytes for scalar float dims. Moved to the data
+    // file, a reader would size them as 4 bytes from dims and type and find them missing.
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("ck");
+    let error = write_checkpoint_with(
+        &read(NOMINAL),
+        &path,
+        ExternalDataLayout::ModuleStateExternal,
+    )
+    .unwrap_err();
+    assert!(matches!(error, Error::ExternalData { .. }), "{error}");
+    assert!(file_names(out.path()).is_empty());
+    // Kept where they are, they write and read back.
+    write_checkpoint(&read(NOMINAL), &path).unwrap();
+    assert_eq!(read_checkpoint(&path).unwrap(), read(NOMINAL));
+}
+
+#[test]
 fn failed_writes_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     // An external tensor without the module state's external data flag cannot be written.

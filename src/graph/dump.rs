@@ -132,8 +132,9 @@ fn tensor_summary(t: &TensorProto) -> String {
 
 /// The values of scalars and tiny tensors (e.g. k, alpha, flags), to make constants reviewable.
 fn small_values(t: &TensorProto) -> Option<String> {
-    let n: i64 = t.dims.iter().product();
-    if n > 4 {
+    // Checked: dims come from the input and their product can overflow.
+    let n = t.dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d));
+    if n.is_none_or(|n| n > 4) {
         return None;
     }
     let raw = t.raw_data.as_deref().unwrap_or(&[]);
@@ -214,4 +215,27 @@ pub fn dump_model(model: &crate::generated::onnx::ModelProto) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_dims_are_not_multiplied_out() {
+        // Found by fuzz/ (fuzz/findings/onnx_model/dump-dims-product-overflow): the product of
+        // dims overflowed i64, a panic with overflow checks.
+        let t = TensorProto {
+            dims: vec![i64::MAX, 3],
+            data_type: Some(DataType::Float as i32),
+            ..Default::default()
+        };
+        assert_eq!(small_values(&t), None);
+        let scalar = TensorProto {
+            data_type: Some(DataType::Float as i32),
+            float_data: vec![0.5],
+            ..Default::default()
+        };
+        assert_eq!(small_values(&scalar).as_deref(), Some("[0.5]"));
+    }
 }

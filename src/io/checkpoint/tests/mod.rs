@@ -161,6 +161,20 @@ fn streamed_layout_decodes_like_the_flatbuffers_builder_on_every_fixture() {
             ExternalDataLayout::Inline,
             ExternalDataLayout::ModuleStateExternal,
         ] {
+            let nominal = checkpoint
+                .module_state
+                .as_ref()
+                .is_some_and(|m| m.is_nominal_state);
+            if nominal && layout == ExternalDataLayout::ModuleStateExternal {
+                // Its parameters hold no bytes that fit their dims: the data file, which stores
+                // no lengths, cannot hold them (found by fuzz/).
+                let error = Plan::new(&checkpoint, layout, Path::new(name)).err();
+                assert!(
+                    matches!(error, Some(crate::Error::ExternalData { .. })),
+                    "{name}: {error:?}"
+                );
+                continue;
+            }
             cross_check(name, &checkpoint, layout);
         }
     }

@@ -142,6 +142,25 @@ impl Plan {
                 None => Placement::Absent,
                 Some(to_external) => {
                     let bytes = checkpoint.tensor_bytes(tensor)?.unwrap_or_default();
+                    // The data file does not store lengths: a reader sizes each range from dims
+                    // and type, so only bytes that match them can move there (not, e.g., the
+                    // empty bytes of a nominal checkpoint's parameters).
+                    let moved = matches!(tensor.data, TensorData::Inline(_));
+                    if to_external
+                        && moved
+                        && tensor.expected_byte_length() != Some(bytes.len() as u64)
+                    {
+                        return Err(Error::ExternalData {
+                            path: path.to_path_buf(),
+                            tensor: tensor.name.clone(),
+                            reason: format!(
+                                "{} inline bytes do not match dims {:?} of type {}, so they cannot move to the external data file",
+                                bytes.len(),
+                                tensor.dims,
+                                crate::io::dtype::name(tensor.data_type)
+                            ),
+                        });
+                    }
                     match (to_external, &mut data_file) {
                         (false, _) => Placement::Inline(bytes),
                         (true, Some(data)) => {
