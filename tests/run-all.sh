@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Test", .ci/run): sets up everything it needs on a fresh
 # machine (the pinned Python venv under target/, flatc for the generated-code check), then runs
-# every Rust test (unit, snapshot, CLI through the binary, generated-code freshness) and every
-# Python end-to-end test (ONNX Runtime training 1.19.2 and the training_info runtime), and prints
+# every Rust test (unit, snapshot, CLI through the binary, generated-code freshness), a short
+# smoke run of the fuzz targets, and every Python end-to-end test (ONNX Runtime training 1.19.2 and the training_info runtime), and prints
 # how many of each ran.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,9 +22,13 @@ echo "== rust tests"
 INSTA_UPDATE=no cargo test --release --locked 2>&1 | tee "$log_dir/rust.log"
 rust_passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i == "passed;") n += $(i - 1) } END { print n + 0 }' "$log_dir/rust.log")
 
+echo "== fuzz smoke (coverage-guided, 10 s per target; the long runs: fuzz/README.md)"
+bash fuzz/run.sh --seconds 10 --smoke 2>&1 | tee "$log_dir/fuzz.log"
+fuzz_summary=$(grep -E '^fuzz total' "$log_dir/fuzz.log" | tail -n 1)
+
 echo "== python end-to-end tests"
 ONNX_LOOKAHEAD_BIN="$PWD/target/release/onnx-lookahead" \
     "$python" -m pytest tests/python -q 2>&1 | tee "$log_dir/python.log"
 python_summary=$(grep -E '^[0-9]+ passed' "$log_dir/python.log" | tail -n 1)
 
-echo "== summary: rust ${rust_passed} passed; python ${python_summary}"
+echo "== summary: rust ${rust_passed} passed; python ${python_summary}; ${fuzz_summary}"

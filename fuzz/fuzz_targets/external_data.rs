@@ -47,7 +47,14 @@ fuzz_target!(
             }
         });
         for r in &refs {
-            assert!(files.contains(&r.location), "a used file is missing from the set");
+            let normalized: PathBuf = Path::new(&r.location)
+                .components()
+                .filter(|c| !matches!(c, Component::CurDir))
+                .collect();
+            assert!(
+                files.iter().any(|f| f.location == normalized),
+                "a used file is missing from the set"
+            );
             assert!(
                 Path::new(&r.location)
                     .components()
@@ -57,6 +64,9 @@ fuzz_target!(
             );
             let meta = std::fs::metadata(dir.join(&r.location)).expect("accepted file exists");
             assert!(meta.is_file(), "an accepted location is not a file: {:?}", r.location);
+            let resolved = dir.join(&r.location).canonicalize().expect("resolves");
+            let folder = dir.canonicalize().expect("resolves");
+            assert!(resolved.starts_with(&folder), "an accepted location resolves outside: {:?}", r.location);
             let len = meta.len();
             assert!(r.offset + r.length.unwrap_or(0) <= len, "accepted range past the end");
         }
@@ -65,23 +75,25 @@ fuzz_target!(
         }
         let out = workdir().join("out");
         clear_dir(&out);
-        match stage_external_files(&files, dir, &out, false) {
+        match stage_external_files(&files, dir, &out) {
             Ok(staged) => {
-                staged.commit().expect("staged files commit into an empty folder");
-                for location in &files {
-                    let copied = std::fs::read(out.join(location)).expect("staged file exists");
-                    let source = std::fs::read(dir.join(location)).expect("source exists");
-                    assert!(copied == source, "staged copy of {location} differs");
+                staged
+                    .commit_with(|| Ok(()))
+                    .expect("staged files commit into an empty folder");
+                for file in &files {
+                    let copied = std::fs::read(out.join(&file.location)).expect("staged file exists");
+                    let source = std::fs::read(&file.resolved).expect("source exists");
+                    // Only the bytes the model references are copied.
+                    assert!(
+                        copied.len() as u64 == file.needed && source.starts_with(&copied),
+                        "staged copy of {} differs",
+                        file.location.display()
+                    );
                 }
             }
-            // An error (the destination folder cannot be made, say) leaves nothing behind but
-            // the created subfolders.
+            // An error leaves nothing behind, not even the subfolders it made.
             Err(_) => {
-                assert!(
-                    entries(&out).iter().all(|e| out.join(e).is_dir()),
-                    "a failed staging left files behind: {:?}",
-                    entries(&out)
-                );
+                assert!(entries(&out).is_empty(), "a failed staging left {:?}", entries(&out));
             }
         }
     }

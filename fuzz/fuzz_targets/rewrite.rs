@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use onnx_lookahead::lookahead::ort::AliasOp;
+use onnx_lookahead::inject::ort::AliasOp;
 use onnx_lookahead::{Error, Options, RewriteOptions};
 use onnx_lookahead_fuzz::seeds::{
     ARTIFACT_FILES, RewriteCase, artifact_sources, option_bits::*, rewrite_cases,
@@ -80,6 +80,7 @@ fn options(byte: u8) -> RewriteOptions {
         } else {
             AliasOp::PassThrough
         },
+        ..Default::default()
     }
 }
 
