@@ -59,16 +59,6 @@ impl Node {
         self
     }
 
-    pub fn attr_float(mut self, name: &str, value: f32) -> Self {
-        self.proto.attribute.push(AttributeProto {
-            name: Some(name.to_string()),
-            r#type: Some(AttributeType::Float as i32),
-            f: Some(value),
-            ..Default::default()
-        });
-        self
-    }
-
     pub fn attr_tensor(mut self, name: &str, value: TensorProto) -> Self {
         self.proto.attribute.push(AttributeProto {
             name: Some(name.to_string()),
@@ -114,15 +104,6 @@ pub fn scalar_f32(name: &str, value: f32) -> TensorProto {
     )
 }
 
-pub fn scalar_f64(name: &str, value: f64) -> TensorProto {
-    tensor_raw(
-        name,
-        DataType::Double,
-        &[],
-        Bytes::copy_from_slice(&value.to_le_bytes()),
-    )
-}
-
 pub fn scalar_i64(name: &str, value: i64) -> TensorProto {
     tensor_raw(
         name,
@@ -132,61 +113,16 @@ pub fn scalar_i64(name: &str, value: i64) -> TensorProto {
     )
 }
 
-pub fn tensor_f32(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    tensor_raw(name, DataType::Float, dims, Bytes::from(raw))
-}
-
 pub fn tensor_bool(name: &str, dims: &[i64], values: &[bool]) -> TensorProto {
     let raw: Vec<u8> = values.iter().map(|&v| u8::from(v)).collect();
     tensor_raw(name, DataType::Bool, dims, Bytes::from(raw))
 }
 
-/// A floating-point scalar of the given element type (float, double, float16, bfloat16).
+/// A floating-point scalar of the given element type (float, double, float16, bfloat16), the
+/// value rounded to the type.
 pub fn scalar_float_of_type(name: &str, data_type: DataType, value: f64) -> Option<TensorProto> {
-    let raw = match data_type {
-        DataType::Float => Bytes::copy_from_slice(&(value as f32).to_le_bytes()),
-        DataType::Double => Bytes::copy_from_slice(&value.to_le_bytes()),
-        DataType::Float16 => Bytes::copy_from_slice(&f32_to_f16_bits(value as f32).to_le_bytes()),
-        DataType::Bfloat16 => Bytes::copy_from_slice(&f32_to_bf16_bits(value as f32).to_le_bytes()),
-        _ => return None,
-    };
-    Some(tensor_raw(name, data_type, &[], raw))
-}
-
-/// bfloat16 from f32, round to nearest even (NaN stays NaN).
-fn f32_to_bf16_bits(value: f32) -> u16 {
-    if value.is_nan() {
-        return 0x7fc0;
-    }
-    let bits = value.to_bits();
-    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
-}
-
-/// IEEE half precision from f32, round to nearest even (for alpha in float16 models).
-fn f32_to_f16_bits(value: f32) -> u16 {
-    let bits = value.to_bits();
-    let sign = ((bits >> 16) & 0x8000) as u16;
-    let exp = ((bits >> 23) & 0xff) as i32;
-    let mant = bits & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if mant != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = (mant | 0x80_0000) >> (1 - e);
-        let round = (m & 0x1fff) > 0x1000 || ((m & 0x1fff) == 0x1000 && (m & 0x2000) != 0);
-        return sign | ((m >> 13) as u16 + u16::from(round));
-    }
-    let round = (mant & 0x1fff) > 0x1000 || ((mant & 0x1fff) == 0x1000 && (mant & 0x2000) != 0);
-    let half = sign as u32 | ((e as u32) << 10) | (mant >> 13);
-    (half + u32::from(round)) as u16
+    let raw = crate::io::values::encode(data_type as i32, &[value])?;
+    Some(tensor_raw(name, data_type, &[], Bytes::from(raw)))
 }
 
 /// A tensor value info with a fixed shape (None: rank unknown).
@@ -222,18 +158,6 @@ pub fn value_info_renamed(other: &ValueInfoProto, name: &str) -> ValueInfoProto 
     }
 }
 
-/// Gives every unnamed node a fresh name `<prefix><op type>`, so injected subgraph nodes are
-/// identifiable in reports and runtime profiles.
-pub fn name_nodes(
-    nodes: &mut [NodeProto],
-    names: &mut crate::graph::names::NameGenerator,
-    prefix: &str,
-) {
-    for node in nodes.iter_mut().filter(|n| n.name().is_empty()) {
-        node.name = Some(names.fresh(&format!("{prefix}{}", node.op_type().to_lowercase())));
-    }
-}
-
 /// A subgraph (If branch) with no inputs.
 pub fn branch(name: &str, nodes: Vec<NodeProto>, outputs: Vec<ValueInfoProto>) -> GraphProto {
     GraphProto {
@@ -241,18 +165,5 @@ pub fn branch(name: &str, nodes: Vec<NodeProto>, outputs: Vec<ValueInfoProto>) -
         node: nodes,
         output: outputs,
         ..Default::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn half_precision_conversion() {
-        assert_eq!(f32_to_f16_bits(0.5), 0x3800);
-        assert_eq!(f32_to_f16_bits(1.0), 0x3c00);
-        assert_eq!(f32_to_f16_bits(0.8), 0x3a66);
-        assert_eq!(f32_to_f16_bits(-2.0), 0xc000);
     }
 }

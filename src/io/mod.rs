@@ -12,3 +12,4 @@ pub mod model;
 pub mod output;
 pub mod sink;
 pub mod tensor_check;
+pub mod values;

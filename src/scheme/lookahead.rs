@@ -140,36 +140,7 @@ fn slot<'s>(state: &'s [String], p: Param) -> Result<&'s str> {
 
 /// The value `alpha` takes once stored in a tensor of `data_type` (None: not a floating-point type).
 pub(crate) fn stored_value(data_type: i32, alpha: f64) -> Option<f64> {
-    use crate::generated::onnx::tensor_proto::DataType;
-    let kind = DataType::try_from(data_type).ok()?;
-    match kind {
-        DataType::Double => Some(alpha),
-        DataType::Float => Some(f64::from(alpha as f32)),
-        DataType::Float16 | DataType::Bfloat16 => {
-            let tensor = crate::graph::build::scalar_float_of_type("", kind, alpha)?;
-            let raw = tensor.raw_data?;
-            let bits = u16::from_le_bytes([*raw.first()?, *raw.get(1)?]);
-            Some(if kind == DataType::Bfloat16 {
-                f64::from(f32::from_bits(u32::from(bits) << 16))
-            } else {
-                f16_to_f64(bits)
-            })
-        }
-        _ => None,
-    }
-}
-
-/// IEEE half precision bits to a double (exact).
-fn f16_to_f64(bits: u16) -> f64 {
-    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exponent = i32::from((bits >> 10) & 0x1f);
-    let mantissa = f64::from(bits & 0x3ff);
-    sign * match exponent {
-        0 => mantissa * 2f64.powi(-24),
-        0x1f if mantissa == 0.0 => f64::INFINITY,
-        0x1f => f64::NAN,
-        e => (1.0 + mantissa / 1024.0) * 2f64.powi(e - 15),
-    }
+    crate::io::values::round(data_type, alpha)
 }
 
 #[cfg(test)]
