@@ -52,6 +52,10 @@ pub enum Error {
         version: String,
     },
 
+    /// `finalize` was given something the tool did not rewrite (or cannot take back).
+    #[error("{}: not a rewrite onnx-lookahead can take back: {reason}", path.display())]
+    NotRewritten { path: PathBuf, reason: String },
+
     /// A name the rewrite must add is already used in the input.
     #[error("{}: name clash: {name} is already used ({wher})", path.display(), wher = where_used)]
     NameClash {

@@ -19,8 +19,8 @@ pub mod report;
 pub mod scheme;
 
 pub use error::{Error, Result};
-pub use options::RewriteOptions;
-pub use pipeline::{RewriteSummary, dump, inspect, rewrite};
+pub use options::{FinalizeOptions, RewriteOptions};
+pub use pipeline::{FinalizeSummary, RewriteSummary, dump, finalize, inspect, rewrite};
 pub use report::Report;
 /// Lookahead's settings (k, alpha).
 pub use scheme::Lookahead as Options;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use onnx_lookahead::inject::ort::AliasOp;
-use onnx_lookahead::{Error, Options, RewriteOptions};
+use onnx_lookahead::{Error, EvalWeights, FinalizeOptions, Options, RewriteOptions};
 
 /// Exit code for a refused lossy write (fields unknown to the schema), distinct from other
 /// failures so scripts can retry with --allow-lossy deliberately.
@@ -57,6 +57,31 @@ enum Command {
         /// microseconds per parameter per step).
         #[arg(long)]
         parallel_safe: bool,
+        /// ONNX Runtime artifacts: which weights evaluation and export_model_for_inferencing read:
+        /// the Lookahead weights (the ones training continues from) or the slow weights.
+        #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
+        eval_weights: Weights,
+    },
+    /// Turn a rewrite's output back into its plain form at the chosen weights: rewritten
+    /// artifacts (with a checkpoint saved during training), a rewritten training_info model, or
+    /// an inference model exported from rewritten artifacts.
+    Finalize {
+        /// What the rewrite produced (or what training or export made of it).
+        input: PathBuf,
+        /// Where to write the plain result (a file, or a directory for artifacts).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The weights of the result: the Lookahead weights (any pending sync applied) or the
+        /// slow weights.
+        #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
+        weights: Weights,
+        /// ONNX Runtime artifacts: the checkpoint to take weights and optimizer state from
+        /// (default: the artifacts' own).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Replace an existing output (only an earlier output of the same kind).
+        #[arg(long)]
+        force: bool,
     },
     /// Show what the tool finds in a model or artifacts directory, and what a rewrite injected.
     Inspect {
@@ -66,6 +91,21 @@ enum Command {
     },
     /// Print a readable text rendering of a model's graphs (for review and diffs).
     Dump { input: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Weights {
+    Lookahead,
+    Slow,
+}
+
+impl From<Weights> for EvalWeights {
+    fn from(w: Weights) -> Self {
+        match w {
+            Weights::Lookahead => EvalWeights::Lookahead,
+            Weights::Slow => EvalWeights::Slow,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -151,6 +191,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             force,
             allow_lossy,
             parallel_safe,
+            eval_weights,
         } => {
             let options = RewriteOptions {
                 lookahead: Options::new(k, alpha)?,
@@ -161,7 +202,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 } else {
                     AliasOp::PassThrough
                 },
-                eval_weights: Default::default(),
+                eval_weights: eval_weights.into(),
             };
             let summary = onnx_lookahead::rewrite(&input, &output, &options)
                 .map_err(|e| in_context("cannot rewrite", &input, e))?;
@@ -172,6 +213,31 @@ fn run(command: Command) -> anyhow::Result<()> {
                 summary.optimizer,
                 summary.wrapped_parameters.len(),
                 summary.injected_nodes
+            );
+            for note in &summary.notes {
+                eprintln!("note: {note}");
+            }
+        }
+        Command::Finalize {
+            input,
+            output,
+            weights,
+            checkpoint,
+            force,
+        } => {
+            let options = FinalizeOptions {
+                weights: weights.into(),
+                checkpoint,
+                force,
+            };
+            let summary = onnx_lookahead::finalize(&input, &output, &options)
+                .map_err(|e| in_context("cannot finalize", &input, e))?;
+            eprintln!(
+                "wrote {} (plain {}, {} weights; {} parameter(s) given new values)",
+                summary.output.display(),
+                summary.format.id(),
+                summary.weights.id(),
+                summary.changed.len()
             );
             for note in &summary.notes {
                 eprintln!("note: {note}");

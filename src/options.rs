@@ -16,3 +16,16 @@ pub struct RewriteOptions {
     /// Which weights evaluation and export read.
     pub eval_weights: EvalWeights,
 }
+
+/// What a caller asks of `finalize`.
+#[derive(Debug, Clone, Default)]
+pub struct FinalizeOptions {
+    /// The weights the plain result gets: the Lookahead weights (any pending sync applied) or the
+    /// slow weights.
+    pub weights: EvalWeights,
+    /// ORT artifacts: the checkpoint to take the weights and optimizer state from (default: the
+    /// artifacts' own).
+    pub checkpoint: Option<std::path::PathBuf>,
+    /// Replace an existing output (only an earlier output of the same kind).
+    pub force: bool,
+}

@@ -1,8 +1,9 @@
 //! The one pipeline every operation runs, written once, over the format adapters:
 //!
 //! ```text
-//! rewrite = read -> analyse -> plan -> apply -> validate -> write
-//! inspect = read -> analyse -> report
+//! rewrite  = read -> analyse -> plan -> apply -> validate -> write
+//! inspect  = read -> analyse -> report
+//! finalize = read -> recognise (the record) -> unwind (revert + final weights) -> validate -> write
 //! ```
 //! read and analyse happen when an adapter opens its input (`formats::open`); plan is the
 //! scheme's injection for that format; apply, record and validate are the same for every format;
@@ -14,7 +15,7 @@ use crate::error::Result;
 use crate::formats::{self, Format};
 use crate::graph::patch;
 use crate::graph::validate::validate_models;
-use crate::options::RewriteOptions;
+use crate::options::{FinalizeOptions, RewriteOptions};
 use crate::record::{RewriteRecord, TOOL_VERSION};
 use crate::report::{self, Report, count_with_subgraphs};
 use crate::scheme::Scheme;
@@ -80,6 +81,45 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
         optimizer: source.analysis().optimizer.clone().unwrap_or_default(),
         wrapped_parameters: plan.wrapped.iter().map(|w| w.name.clone()).collect(),
         injected_nodes,
+        notes,
+    })
+}
+
+/// What `finalize` did, for the CLI's summary line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalizeSummary {
+    pub format: Format,
+    pub output: PathBuf,
+    pub weights: crate::scheme::EvalWeights,
+    /// Parameters whose values changed (a pending sync folded in, or the slow weights taken).
+    pub changed: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Takes a rewrite back: `input` (rewritten artifacts, a rewritten training_info model, or an
+/// inference model exported from rewritten artifacts) is written to `output` in its plain form,
+/// at the chosen weights.
+pub fn finalize(input: &Path, output: &Path, options: &FinalizeOptions) -> Result<FinalizeSummary> {
+    let mut source = formats::open(input)?;
+    // The output is written from decoded models: fields the schema does not know would be lost.
+    let lossy = source
+        .analysis_mut()
+        .refusals
+        .iter()
+        .position(|e| matches!(e, crate::error::Error::UnknownFields { .. }));
+    if let Some(position) = lossy {
+        return Err(source.analysis_mut().refusals.remove(position));
+    }
+    let mut unwound = source.unwind(options)?;
+    let models = std::mem::take(&mut unwound.models);
+    let changed = unwound.changed.clone();
+    let validated = validate_models(models)?;
+    let notes = source.write_unwound(validated, unwound, output, options)?;
+    Ok(FinalizeSummary {
+        format: source.format(),
+        output: output.to_path_buf(),
+        weights: options.weights,
+        changed,
         notes,
     })
 }

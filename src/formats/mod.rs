@@ -6,6 +6,7 @@
 pub mod model;
 pub mod ort_artifacts;
 pub mod training_info;
+pub mod unwind;
 
 use std::path::Path;
 
@@ -14,8 +15,11 @@ use crate::graph::names::NameGenerator;
 use crate::graph::patch::ModelPatch;
 use crate::graph::validate::Validated;
 use crate::inject::ort::NewState;
+use crate::io::checkpoint::Checkpoint;
+use crate::io::external_data::{DataFile, stage_external_files};
 use crate::io::model::ModelFile;
-use crate::options::RewriteOptions;
+use crate::io::output::{InputPaths, check_output};
+use crate::options::{FinalizeOptions, RewriteOptions};
 use crate::record::{Mode, Recorded, RewriteRecord, WrappedParameter};
 use crate::report::NodeRef;
 use crate::scheme::Scheme;
@@ -86,6 +90,16 @@ pub struct Plan {
     pub new_state: Vec<NewState>,
 }
 
+/// A rewrite taken back, before validation: the plain models by label, and the plain checkpoints.
+#[derive(Debug, Default)]
+pub struct Unwound {
+    pub models: Vec<(String, crate::generated::onnx::ModelProto)>,
+    pub checkpoint: Option<Checkpoint>,
+    pub nominal: Option<Checkpoint>,
+    /// Parameters whose values changed (a pending sync folded in, or the slow weights taken).
+    pub changed: Vec<String>,
+}
+
 /// One input, loaded: memory-mapped, decoded zero-copy, analysed.
 pub trait Adapter {
     fn format(&self) -> Format;
@@ -114,6 +128,59 @@ pub trait Adapter {
         output: &Path,
         options: &RewriteOptions,
     ) -> Result<Vec<String>>;
+    /// Takes the recorded rewrite back: the plain models with the chosen weights.
+    fn unwind(&self, options: &FinalizeOptions) -> Result<Unwound>;
+    /// Writes the plain result, staged and renamed into place; returns notes for the user.
+    fn write_unwound(
+        &self,
+        models: Validated<Vec<(String, crate::generated::onnx::ModelProto)>>,
+        unwound: Unwound,
+        output: &Path,
+        options: &FinalizeOptions,
+    ) -> Result<Vec<String>>;
+}
+
+/// Writes a single-model output: the destination checked against `input` and its data files,
+/// the data files staged beside the output, then the model, all or nothing.
+pub(crate) fn write_model_file(
+    input: &ModelFile,
+    data_files: &[DataFile],
+    model: &crate::generated::onnx::ModelProto,
+    output: &Path,
+    force: bool,
+) -> Result<()> {
+    let mut inputs = InputPaths::new();
+    inputs.add(&input.path);
+    for data in data_files {
+        inputs.add(&data.resolved);
+    }
+    // Everything that can be refused is checked before the first byte is written: the size
+    // limit, the destination, then the external data files; those are staged and appear only
+    // together with the model.
+    crate::io::model::encoded_len_checked(model, output)?;
+    check_output(output, &inputs, force, &replaceable_model_file)?;
+    let staged = stage_external_files(data_files, folder_of(&input.path), folder_of(output))?;
+    staged.commit_with(|| crate::io::model::write_model(model, output, force))
+}
+
+/// The folder a file is in ("." for a bare file name).
+pub(crate) fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The one model of a single-model output.
+pub(crate) fn only_model(
+    models: &[(String, crate::generated::onnx::ModelProto)],
+) -> Result<&crate::generated::onnx::ModelProto> {
+    match models {
+        [(_, model)] => Ok(model),
+        _ => Err(Error::Validation {
+            graph: "graph".into(),
+            reason: "one model expected".into(),
+        }),
+    }
 }
 
 /// Detects the format of `path` and loads it: a directory must hold ORT artifacts; a file must

@@ -4,15 +4,19 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::formats::{Adapter, Analysis, Format, Plan};
+use crate::formats::unwind::{
+    copy_values, final_values, initializers, required_record, reverted, set_raw, tensor_values,
+};
+use crate::formats::{Adapter, Analysis, Format, Plan, Unwound, only_model, write_model_file};
 use crate::generated::onnx::ModelProto;
 use crate::graph::names::NameGenerator;
 use crate::graph::validate::Validated;
 use crate::inject::ort::LAZY_RESET_GRAD;
+use crate::io::external_data::check_external_data;
 use crate::io::model::ModelFile;
-use crate::options::RewriteOptions;
+use crate::options::{FinalizeOptions, RewriteOptions};
 use crate::record::RewriteRecord;
-use crate::scheme::Scheme;
+use crate::scheme::{EvalWeights, Scheme};
 
 pub struct PlainModel {
     file: ModelFile,
@@ -91,5 +95,88 @@ impl Adapter for PlainModel {
         _: &RewriteOptions,
     ) -> Result<Vec<String>> {
         Err(self.refusal())
+    }
+
+    /// An inference model exported (`export_model_for_inferencing`) from rewritten artifacts: the
+    /// eval graph's injection reverted, the weights given their final values.
+    fn unwind(&self, options: &FinalizeOptions) -> Result<Unwound> {
+        let path = &self.file.path;
+        let record = required_record(&self.analysis.recorded, path)?;
+        let scheme = crate::scheme::from_record(record)?;
+        let inits = initializers(&self.file.model);
+        let counter = record
+            .counters
+            .first()
+            .and_then(|c| inits.get(c.as_str()))
+            .ok_or_else(|| Error::NotRewritten {
+                path: path.clone(),
+                reason: "its step counter is not one of its initializers: finalize takes an inference model exported from rewritten artifacts (or the artifacts themselves)".into(),
+            })?;
+        let at_sync =
+            tensor_values(counter, path)?.first().copied() == Some(scheme.period() as f64);
+        let mut model = reverted(&self.file.model)?;
+        let mut changed = Vec::new();
+        let graph = model.graph.get_or_insert_with(Default::default);
+        for p in &record.parameters {
+            // The eval graph may not read every parameter (one only the loss's backward uses).
+            let Some(fast) = inits.get(p.name.as_str()) else {
+                continue;
+            };
+            let state = p
+                .state
+                .iter()
+                .map(|s| {
+                    inits
+                        .get(s.as_str())
+                        .copied()
+                        .ok_or_else(|| Error::NotRewritten {
+                            path: path.clone(),
+                            reason: format!("the state tensor {s} of {} is missing", p.name),
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let Some(weight) = graph.initializer.iter_mut().find(|t| t.name() == p.name) else {
+                continue;
+            };
+            match (at_sync, options.weights) {
+                (false, EvalWeights::Lookahead) => continue,
+                (false, EvalWeights::Slow) => copy_values(weight, state[0]),
+                (true, weights) => {
+                    let values = state
+                        .iter()
+                        .map(|t| tensor_values(t, path))
+                        .collect::<Result<Vec<_>>>()?;
+                    let raw = final_values(
+                        scheme.as_ref(),
+                        &p.name,
+                        fast.data_type(),
+                        &tensor_values(fast, path)?,
+                        &values,
+                        true,
+                        weights,
+                    )?;
+                    set_raw(weight, raw);
+                }
+            }
+            changed.push(p.name.clone());
+        }
+        Ok(Unwound {
+            models: vec![(String::new(), model)],
+            changed,
+            ..Unwound::default()
+        })
+    }
+
+    fn write_unwound(
+        &self,
+        models: Validated<Vec<(String, ModelProto)>>,
+        _unwound: Unwound,
+        output: &Path,
+        options: &FinalizeOptions,
+    ) -> Result<Vec<String>> {
+        let model = only_model(models.get())?;
+        let data_files = check_external_data(&self.file.path, model)?;
+        write_model_file(&self.file, &data_files, model, output, options.force)?;
+        Ok(Vec::new())
     }
 }

@@ -11,19 +11,20 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::formats::unwind::{copy_values, required_record, reverted};
 use crate::formats::{
-    Adapter, Analysis, Format, Parameter, Plan, model_refusals, replaceable_model_file,
+    Adapter, Analysis, Format, Parameter, Plan, Unwound, model_refusals, only_model,
+    write_model_file,
 };
 use crate::generated::onnx::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::graph::dataflow::{Dataflow, same_domain};
 use crate::graph::names::NameGenerator;
 use crate::graph::validate::{Validated, validate_model};
 use crate::inject::training_info::{Weight, inject};
-use crate::io::external_data::{DataFile, check_external_data, stage_external_files};
-use crate::io::model::{ModelFile, encoded_len_checked, write_model};
-use crate::io::output::{InputPaths, check_output};
+use crate::io::external_data::{DataFile, check_external_data};
+use crate::io::model::ModelFile;
 use crate::io::tensor_check::check_model_tensors;
-use crate::options::RewriteOptions;
+use crate::options::{FinalizeOptions, RewriteOptions};
 use crate::record::{Mode, Recorded, RewriteRecord};
 use crate::report::NodeRef;
 use crate::scheme::{EvalWeights, Scheme};
@@ -426,35 +427,52 @@ impl Adapter for TrainingInfoModel {
         output: &Path,
         options: &RewriteOptions,
     ) -> Result<Vec<String>> {
-        let path = &self.file.path;
-        let mut inputs = InputPaths::new();
-        inputs.add(path);
-        for data in &self.data_files {
-            inputs.add(&data.resolved);
-        }
-        let model = match models.get().as_slice() {
-            [(_, model)] => model,
-            _ => {
-                return Err(Error::Validation {
-                    graph: "graph".into(),
-                    reason: "one model expected".into(),
-                });
-            }
-        };
-        // Everything that can be refused is checked before the first byte is written: the size
-        // limit, the destination, then the external data files; those are staged and appear
-        // only together with the model.
-        encoded_len_checked(model, output)?;
-        check_output(output, &inputs, options.force, &replaceable_model_file)?;
-        let staged = stage_external_files(&self.data_files, folder_of(path), folder_of(output))?;
-        staged.commit_with(|| write_model(model, output, options.force))?;
+        let model = only_model(models.get())?;
+        write_model_file(&self.file, &self.data_files, model, output, options.force)?;
         Ok(Vec::new())
     }
-}
 
-/// The folder a file is in ("." for a bare file name).
-fn folder_of(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
+    fn unwind(&self, options: &FinalizeOptions) -> Result<Unwound> {
+        let record = required_record(&self.analysis.recorded, &self.file.path)?;
+        // The sync happens inside the algorithm's step: no sync is ever pending, and the
+        // Lookahead weights are the weights. The slow weights are the state tensors.
+        let mut model = reverted(&self.file.model)?;
+        let mut changed = Vec::new();
+        if options.weights == EvalWeights::Slow {
+            let mut state: HashMap<&str, &TensorProto> = HashMap::new();
+            for info in &self.file.model.training_info {
+                for t in info.algorithm.iter().flat_map(|g| &g.initializer) {
+                    state.entry(t.name()).or_insert(t);
+                }
+            }
+            let graph = model.graph.get_or_insert_with(Default::default);
+            for p in &record.parameters {
+                let slow = p.state.first().and_then(|s| state.get(s.as_str()));
+                let weight = graph.initializer.iter_mut().find(|t| t.name() == p.name);
+                if let (Some(slow), Some(weight)) = (slow, weight) {
+                    copy_values(weight, slow);
+                    changed.push(p.name.clone());
+                }
+            }
+        }
+        Ok(Unwound {
+            models: vec![(String::new(), model)],
+            changed,
+            ..Unwound::default()
+        })
+    }
+
+    fn write_unwound(
+        &self,
+        models: Validated<Vec<(String, ModelProto)>>,
+        _unwound: Unwound,
+        output: &Path,
+        options: &FinalizeOptions,
+    ) -> Result<Vec<String>> {
+        let model = only_model(models.get())?;
+        // The data files the plain model still references (the state's regions went with it).
+        let data_files = check_external_data(&self.file.path, model)?;
+        write_model_file(&self.file, &data_files, model, output, options.force)?;
+        Ok(Vec::new())
+    }
 }

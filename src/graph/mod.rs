@@ -8,5 +8,6 @@ pub mod emit;
 pub mod names;
 pub mod order;
 pub mod patch;
+pub mod revert;
 pub mod scope;
 pub mod validate;

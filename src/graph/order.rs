@@ -71,6 +71,77 @@ pub fn sort_preserving(nodes: Vec<NodeProto>, ranks: &[u64]) -> Result<Vec<NodeP
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
+/// Orders `nodes`, of which the first `original_count` are a graph's nodes in their (sorted)
+/// order and the rest are added, so that the original nodes keep exactly their order and each
+/// added node comes just before the first node that needs it (added nodes nobody reads go last).
+/// A model so patched can be taken back to its exact original by removing the added nodes.
+/// When that is impossible (an added node reads an original node's output and an earlier
+/// original node reads the added one), this falls back to the order-preserving sort.
+pub fn insert_in_order(
+    nodes: Vec<NodeProto>,
+    original_count: usize,
+) -> Result<Vec<NodeProto>, OrderError> {
+    let graph = GraphProto {
+        node: nodes,
+        ..Default::default()
+    };
+    let flow = Dataflow::build(&graph).map_err(|d| OrderError::DefinedTwice(d.name))?;
+    let count = graph.node.len();
+    let mut state = vec![Mark::New; count];
+    let mut order = Vec::with_capacity(count);
+    let mut placed = true;
+    'originals: for i in (0..original_count).chain(original_count..count) {
+        if state[i] == Mark::Done {
+            continue;
+        }
+        // Depth first over dependencies, each emitted after what it reads.
+        let mut stack = vec![(i, false)];
+        while let Some((n, expanded)) = stack.pop() {
+            if state[n] == Mark::Done {
+                continue;
+            }
+            if expanded {
+                state[n] = Mark::Done;
+                order.push(n);
+                continue;
+            }
+            if state[n] == Mark::Open || (n < original_count && n != i) {
+                // A cycle, or an original node needed before its turn: not possible in place.
+                placed = false;
+                break 'originals;
+            }
+            state[n] = Mark::Open;
+            stack.push((n, true));
+            for d in flow.dependencies(n).into_iter().rev() {
+                if state[d] != Mark::Done {
+                    stack.push((d, false));
+                }
+            }
+        }
+    }
+    if !placed {
+        let ranks: Vec<u64> = (0..count as u64)
+            .map(|i| {
+                if (i as usize) < original_count {
+                    i
+                } else {
+                    u64::MAX / 2 + i
+                }
+            })
+            .collect();
+        return sort_preserving(graph.node, &ranks);
+    }
+    let mut slots: Vec<Option<NodeProto>> = graph.node.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    New,
+    Open,
+    Done,
+}
+
 fn describe(node: &NodeProto) -> String {
     match node.name.as_deref() {
         Some(name) if !name.is_empty() => name.to_string(),
@@ -117,6 +188,33 @@ mod tests {
         ];
         let sorted = sort_preserving(nodes, &[0, 1, 2, 1000]).unwrap();
         assert_eq!(names(&sorted), ["a", "new", "b", "c"]);
+    }
+
+    #[test]
+    fn added_nodes_go_before_their_first_reader_and_originals_keep_their_order() {
+        // b reads the added n; c does not: the Kahn sort would move c before b, this does not.
+        let nodes = vec![
+            node("a", &["x"], &["a"]),
+            node("b", &["a", "n"], &["b"]),
+            node("c", &["x"], &["c"]),
+            node("n2", &["m"], &["n"]),
+            node("n1", &["x"], &["m"]),
+            node("tail", &["c"], &["t"]),
+        ];
+        let sorted = insert_in_order(nodes, 3).unwrap();
+        assert_eq!(names(&sorted), ["a", "n1", "n2", "b", "c", "tail"]);
+    }
+
+    #[test]
+    fn impossible_in_place_falls_back_to_the_sort() {
+        // The added node reads c's output and b (before c) reads the added node.
+        let nodes = vec![
+            node("b", &["n"], &["b"]),
+            node("c", &["x"], &["c"]),
+            node("n", &["c"], &["n"]),
+        ];
+        let sorted = insert_in_order(nodes, 2).unwrap();
+        assert_eq!(names(&sorted), ["c", "n", "b"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::generated::onnx::{
     TrainingInfoProto, ValueInfoProto,
 };
 use crate::graph::dataflow::same_domain;
-use crate::graph::order::sort_preserving;
+use crate::graph::order::insert_in_order;
 use crate::graph::scope::rename_reads;
 
 /// Which graph of a model an edit applies to.
@@ -272,18 +272,9 @@ fn apply_graph_edits(graph: &mut GraphProto, edits: Vec<GraphEdit>, id: GraphId)
         return Ok(());
     }
     let mut nodes = std::mem::take(&mut graph.node);
-    let first_new_rank = nodes.len() as u64;
-    let ranks: Vec<u64> = (0..(nodes.len() + added.len()) as u64)
-        .map(|i| {
-            if i < first_new_rank {
-                i
-            } else {
-                u64::MAX / 2 + i
-            }
-        })
-        .collect();
+    let original = nodes.len();
     nodes.extend(added);
-    graph.node = sort_preserving(nodes, &ranks).map_err(|e| Error::Validation {
+    graph.node = insert_in_order(nodes, original).map_err(|e| Error::Validation {
         graph: format!("{id:?}"),
         reason: format!("the patched graph cannot be ordered: {e}"),
     })?;

@@ -97,9 +97,15 @@ pub fn decode(data_type: i32, bytes: &[u8]) -> Option<Vec<f64>> {
         code::FLOAT => chunks
             .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))))
             .collect(),
-        code::FLOAT16 => chunks.map(|c| f16_value(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        code::FLOAT16 => chunks
+            .map(|c| f16_value(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
         code::BFLOAT16 => chunks
-            .map(|c| f64::from(f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)))
+            .map(|c| {
+                f64::from(f32::from_bits(
+                    u32::from(u16::from_le_bytes([c[0], c[1]])) << 16,
+                ))
+            })
             .collect(),
         _ => return None,
     })
@@ -133,17 +139,35 @@ mod tests {
 
     #[test]
     fn half_precision_rounds_to_nearest_even() {
-        assert_eq!(encode(code::FLOAT16, &[0.5]).unwrap(), 0x3800u16.to_le_bytes());
-        assert_eq!(encode(code::FLOAT16, &[1.0]).unwrap(), 0x3c00u16.to_le_bytes());
-        assert_eq!(encode(code::FLOAT16, &[0.8]).unwrap(), 0x3a66u16.to_le_bytes());
-        assert_eq!(encode(code::FLOAT16, &[-2.0]).unwrap(), 0xc000u16.to_le_bytes());
+        assert_eq!(
+            encode(code::FLOAT16, &[0.5]).unwrap(),
+            0x3800u16.to_le_bytes()
+        );
+        assert_eq!(
+            encode(code::FLOAT16, &[1.0]).unwrap(),
+            0x3c00u16.to_le_bytes()
+        );
+        assert_eq!(
+            encode(code::FLOAT16, &[0.8]).unwrap(),
+            0x3a66u16.to_le_bytes()
+        );
+        assert_eq!(
+            encode(code::FLOAT16, &[-2.0]).unwrap(),
+            0xc000u16.to_le_bytes()
+        );
         assert_eq!(round(code::FLOAT16, 1e-8), Some(0.0));
         assert_eq!(round(code::FLOAT16, 0.99999), Some(1.0));
         assert_eq!(round(code::FLOAT16, 70000.0), Some(f64::INFINITY));
         // The smallest subnormal and values around it.
         assert_eq!(round(code::FLOAT16, 2f64.powi(-24)), Some(2f64.powi(-24)));
-        assert_eq!(round(code::FLOAT16, 0.6 * 2f64.powi(-24)), Some(2f64.powi(-24)));
-        assert_eq!(encode(code::FLOAT16, &[2f64.powi(-24)]).unwrap(), 1u16.to_le_bytes());
+        assert_eq!(
+            round(code::FLOAT16, 0.6 * 2f64.powi(-24)),
+            Some(2f64.powi(-24))
+        );
+        assert_eq!(
+            encode(code::FLOAT16, &[2f64.powi(-24)]).unwrap(),
+            1u16.to_le_bytes()
+        );
         assert_eq!(round(code::BFLOAT16, 0.5), Some(0.5));
         assert_eq!(round(code::FLOAT, 1e-50), Some(0.0));
         assert_eq!(round(code::INT64, 1.0), None);
@@ -157,7 +181,11 @@ mod tests {
                 .map(|&v| round(data_type, v).unwrap())
                 .collect();
             let bytes = encode(data_type, &values).unwrap();
-            assert_eq!(decode(data_type, &bytes).unwrap(), values, "type {data_type}");
+            assert_eq!(
+                decode(data_type, &bytes).unwrap(),
+                values,
+                "type {data_type}"
+            );
         }
         assert!(decode(code::FLOAT, &[0, 0, 0]).is_none());
     }

@@ -126,6 +126,62 @@ impl Scheme for Lookahead {
             EvalWeights::Slow => synced.state[0].clone(),
         })
     }
+
+    fn final_values(
+        &self,
+        p: Param,
+        fast: &[f64],
+        state: &[Vec<f64>],
+        at_sync: bool,
+        weights: EvalWeights,
+    ) -> Result<Vec<f64>> {
+        let slow = state.first().ok_or_else(|| Error::Validation {
+            graph: p.name.to_string(),
+            reason: "Lookahead needs one state tensor (the slow weight)".into(),
+        })?;
+        if !at_sync {
+            return Ok(match weights {
+                EvalWeights::Lookahead => fast.to_vec(),
+                EvalWeights::Slow => slow.clone(),
+            });
+        }
+        // After a sync the fast and slow weights are equal.
+        if self.alpha == 1.0 {
+            return Ok(fast.to_vec());
+        }
+        self.host_sync(p, fast, slow)
+    }
+}
+
+impl Lookahead {
+    /// `slow + alpha * (fast - slow)` element by element, each operation rounded to the type as
+    /// the sync's Sub, Mul and Add nodes round it.
+    fn host_sync(&self, p: Param, fast: &[f64], slow: &[f64]) -> Result<Vec<f64>> {
+        let unsupported = || {
+            Error::InvalidOption(format!(
+                "parameter {} has type {}, which Lookahead cannot interpolate",
+                p.name,
+                dtype::name(p.data_type)
+            ))
+        };
+        let alpha = stored_value(p.data_type, self.alpha).ok_or_else(unsupported)?;
+        let round = |x: f64| crate::io::values::round(p.data_type, x).unwrap_or(x);
+        if fast.len() != slow.len() {
+            return Err(Error::Validation {
+                graph: p.name.to_string(),
+                reason: format!(
+                    "{} values, but its slow weight has {}",
+                    fast.len(),
+                    slow.len()
+                ),
+            });
+        }
+        Ok(fast
+            .iter()
+            .zip(slow)
+            .map(|(&f, &s)| round(s + round(alpha * round(f - s))))
+            .collect())
+    }
 }
 
 fn slot<'s>(state: &'s [String], p: Param) -> Result<&'s str> {
@@ -224,5 +280,41 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("rounds to 0 in float16"), "{err}");
+    }
+
+    #[test]
+    fn final_values_fold_a_pending_sync() {
+        let l = Lookahead::new(5, 0.5).unwrap();
+        let p = Param {
+            name: "W",
+            data_type: code::FLOAT,
+        };
+        let (fast, slow) = (vec![1.0, 3.0], vec![vec![0.0, 1.0]]);
+        for weights in [EvalWeights::Lookahead, EvalWeights::Slow] {
+            assert_eq!(
+                l.final_values(p, &fast, &slow, true, weights).unwrap(),
+                vec![0.5, 2.0]
+            );
+        }
+        assert_eq!(
+            l.final_values(p, &fast, &slow, false, EvalWeights::Lookahead)
+                .unwrap(),
+            fast
+        );
+        assert_eq!(
+            l.final_values(p, &fast, &slow, false, EvalWeights::Slow)
+                .unwrap(),
+            slow[0]
+        );
+        // float16: each operation rounds to half precision.
+        let h = Param {
+            name: "H",
+            data_type: code::FLOAT16,
+        };
+        let got = Lookahead::new(5, 0.8)
+            .unwrap()
+            .final_values(h, &[1.0], &[vec![0.0]], true, EvalWeights::Lookahead)
+            .unwrap();
+        assert_eq!(got, vec![0.7998046875]);
     }
 }

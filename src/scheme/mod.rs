@@ -78,4 +78,35 @@ pub trait Scheme {
         weights: EvalWeights,
         at_sync: bool,
     ) -> Result<String>;
+
+    /// The values one parameter takes when the rewrite is taken back (`finalize`), computed on
+    /// the host with the operations and rounding of `sync`: `fast` and `state` are its current
+    /// values, `at_sync` whether a sync is pending.
+    fn final_values(
+        &self,
+        p: Param,
+        fast: &[f64],
+        state: &[Vec<f64>],
+        at_sync: bool,
+        weights: EvalWeights,
+    ) -> Result<Vec<f64>>;
+}
+
+/// The scheme a record names, with its recorded settings.
+pub fn from_record(record: &crate::record::RewriteRecord) -> Result<Box<dyn Scheme>> {
+    match record.scheme.as_str() {
+        "lookahead" => {
+            let k = record.setting_u64("k");
+            let alpha = record.setting_f64("alpha");
+            match (k, alpha) {
+                (Some(k), Some(alpha)) => Ok(Box::new(Lookahead::new(k, alpha)?)),
+                _ => Err(crate::error::Error::InvalidOption(
+                    "the record of the rewrite has no valid k and alpha".into(),
+                )),
+            }
+        }
+        other => Err(crate::error::Error::InvalidOption(format!(
+            "the rewrite used the averaging scheme {other:?}, which this version does not know"
+        ))),
+    }
 }

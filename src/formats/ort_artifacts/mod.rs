@@ -4,6 +4,7 @@
 
 mod analyse;
 mod files;
+mod unwind;
 mod write;
 
 use std::collections::BTreeSet;
@@ -13,7 +14,7 @@ pub use analyse::{ACCUMULATION_BUFFER_SUFFIX, MIN_DEFAULT_OPSET};
 pub use files::*;
 
 use crate::error::{Error, Result};
-use crate::formats::{Adapter, Analysis, Format, Plan};
+use crate::formats::{Adapter, Analysis, Format, Plan, Unwound};
 use crate::generated::onnx::{ModelProto, NodeProto};
 use crate::graph::build::MS_DOMAIN;
 use crate::graph::names::NameGenerator;
@@ -22,7 +23,7 @@ use crate::graph::validate::Validated;
 use crate::inject::ort::{TrainableInput, TrainingGraph, inject};
 use crate::io::checkpoint::{Checkpoint, read_checkpoint};
 use crate::io::model::{ModelFile, load_model};
-use crate::options::RewriteOptions;
+use crate::options::{FinalizeOptions, RewriteOptions};
 use crate::record::{Mode, RewriteRecord};
 use crate::scheme::Scheme;
 
@@ -190,6 +191,20 @@ impl Adapter for OrtArtifacts {
         options: &RewriteOptions,
     ) -> Result<Vec<String>> {
         write::write(&self.set, models, plan, record, output, options)
+    }
+
+    fn unwind(&self, options: &FinalizeOptions) -> Result<Unwound> {
+        unwind::unwind(&self.set, &self.analysis.recorded, options)
+    }
+
+    fn write_unwound(
+        &self,
+        models: Validated<Vec<(String, ModelProto)>>,
+        unwound: Unwound,
+        output: &Path,
+        options: &FinalizeOptions,
+    ) -> Result<Vec<String>> {
+        unwind::write_unwound(&self.set, models, unwound, output, options)
     }
 }
 

@@ -93,7 +93,10 @@ pub(super) fn write(
 /// Whether an existing directory may be replaced by the rewrite of `input` under --force: only a
 /// directory that holds one artifacts set and nothing else, except entries the rewrite would copy
 /// from `input` again unchanged.
-fn replaceable_artifacts(existing: &Path, input: &Path) -> std::result::Result<(), String> {
+pub(super) fn replaceable_artifacts(
+    existing: &Path,
+    input: &Path,
+) -> std::result::Result<(), String> {
     let meta = std::fs::metadata(existing).map_err(|e| format!("it cannot be read ({e})"))?;
     if !meta.is_dir() {
         return Err(format!(
@@ -231,7 +234,7 @@ fn nominal_with_new_state(mut nominal: Checkpoint, new: &[NewState]) -> Result<C
 /// Copies every entry of the artifacts directory except `skip` (the files the rewrite writes
 /// itself, and stale forms of them): the optimizer model and any other file or folder come out
 /// byte for byte (links as links; special files are refused).
-fn copy_entries_except(from: &Path, to: &Path, skip: &[String]) -> Result<()> {
+pub(super) fn copy_entries_except(from: &Path, to: &Path, skip: &[String]) -> Result<()> {
     let entries = std::fs::read_dir(from).map_err(|e| Error::io("cannot list", from, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("cannot list", from, e))?;

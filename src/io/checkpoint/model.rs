@@ -504,6 +504,19 @@ impl Checkpoint {
         }
     }
 
+    /// Removes the parameters (trainable or frozen) named in `names`; returns how many went.
+    pub fn remove_parameters(&mut self, names: &std::collections::HashSet<String>) -> usize {
+        let Some(module) = self.module_state.as_mut() else {
+            return 0;
+        };
+        let before = module.requires_grad_params.len() + module.frozen_params.len();
+        module
+            .requires_grad_params
+            .retain(|t| !names.contains(&t.name));
+        module.frozen_params.retain(|t| !names.contains(&t.name));
+        before - module.requires_grad_params.len() - module.frozen_params.len()
+    }
+
     /// Bytes of tensor data stored inline in the FlatBuffer (what counts against its 2 GiB limit).
     pub fn inline_data_bytes(&self) -> u64 {
         self.tensors()

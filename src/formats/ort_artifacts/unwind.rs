@@ -1,0 +1,179 @@
+//! Taking the rewrite of an artifacts set back: the training and eval graphs reverted from their
+//! records, the optimizer model as it is, and a checkpoint (the set's own, or one saved during
+//! training) without the scheme's state, its parameters at the chosen weights (a pending sync
+//! folded in) and its optimizer state and step kept, so that the stock loop continues where the
+//! rewritten one would have been.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::write::{copy_entries_except, replaceable_artifacts};
+use super::{ArtifactSet, present};
+use crate::error::{Error, Result};
+use crate::formats::Unwound;
+use crate::formats::unwind::{final_values, required_record, reverted};
+use crate::generated::onnx::ModelProto;
+use crate::graph::validate::Validated;
+use crate::io::atomic::StagedDir;
+use crate::io::checkpoint::{
+    Checkpoint, ExternalDataLayout, TensorData, read_checkpoint, write_checkpoint_with,
+};
+use crate::io::model::write_model;
+use crate::io::output::{InputPaths, check_output};
+use crate::options::FinalizeOptions;
+use crate::record::{META_PREFIX, Recorded};
+use crate::scheme::EvalWeights;
+
+pub(super) fn unwind(
+    set: &ArtifactSet,
+    recorded: &Recorded,
+    options: &FinalizeOptions,
+) -> Result<Unwound> {
+    let record = required_record(recorded, &set.training.path)?;
+    let scheme = crate::scheme::from_record(record)?;
+    let (mut checkpoint, path) = match &options.checkpoint {
+        Some(path) => (read_checkpoint(path)?, path.clone()),
+        None => (set.checkpoint.clone(), set.dir.join(set.files.checkpoint())),
+    };
+    let not_ours = |reason: String| Error::NotRewritten {
+        path: path.clone(),
+        reason,
+    };
+    let counter = record
+        .counters
+        .first()
+        .ok_or_else(|| not_ours("the record names no step counter".into()))?;
+    let position = values_of(&checkpoint, counter).map_err(|_| {
+        not_ours(format!(
+            "it holds no {counter}: not a checkpoint of these rewritten artifacts"
+        ))
+    })?;
+    let at_sync = position.first().copied() == Some(scheme.period() as f64);
+    let mut changed = Vec::new();
+    for p in &record.parameters {
+        let state = p
+            .state
+            .iter()
+            .map(|s| values_of(&checkpoint, s))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| {
+                not_ours(format!(
+                    "the state of {} is missing or unreadable ({e})",
+                    p.name
+                ))
+            })?;
+        let data_type = checkpoint
+            .parameter(&p.name)
+            .map(|t| t.data_type)
+            .ok_or_else(|| not_ours(format!("it holds no parameter {}", p.name)))?;
+        let new_data = match (at_sync, options.weights) {
+            (false, EvalWeights::Lookahead) => continue,
+            (false, EvalWeights::Slow) => checkpoint
+                .parameter(&p.state[0])
+                .map(|s| s.data.clone())
+                .ok_or_else(|| not_ours(format!("it holds no {}", p.state[0])))?,
+            (true, weights) => {
+                let fast = values_of(&checkpoint, &p.name)?;
+                TensorData::Inline(final_values(
+                    scheme.as_ref(),
+                    &p.name,
+                    data_type,
+                    &fast,
+                    &state,
+                    true,
+                    weights,
+                )?)
+            }
+        };
+        if let Some(param) = checkpoint.parameter_mut(&p.name) {
+            param.data = new_data;
+        }
+        changed.push(p.name.clone());
+    }
+    let state: HashSet<String> = record.state_names().into_iter().collect();
+    checkpoint.remove_parameters(&state);
+    let bag = &mut checkpoint.property_bag;
+    bag.ints.retain(|p| !p.name.starts_with(META_PREFIX));
+    bag.floats.retain(|p| !p.name.starts_with(META_PREFIX));
+    bag.strings.retain(|p| !p.name.starts_with(META_PREFIX));
+    let nominal_path = set.dir.join(set.files.nominal_checkpoint());
+    let nominal = if present(&nominal_path) {
+        let mut nominal = read_checkpoint(&nominal_path)?;
+        nominal.remove_parameters(&state);
+        Some(nominal)
+    } else {
+        None
+    };
+    let mut models = vec![(set.files.training(), reverted(&set.training.model)?)];
+    if let Some(eval) = &set.eval {
+        models.push((set.files.eval(), reverted(&eval.model)?));
+    }
+    Ok(Unwound {
+        models,
+        checkpoint: Some(checkpoint),
+        nominal,
+        changed,
+    })
+}
+
+/// The values of a checkpoint parameter.
+fn values_of(checkpoint: &Checkpoint, name: &str) -> Result<Vec<f64>> {
+    let tensor = checkpoint
+        .parameter(name)
+        .ok_or_else(|| Error::InvalidOption(format!("no {name}")))?;
+    let bytes = checkpoint.tensor_bytes(tensor)?.unwrap_or_default();
+    crate::io::values::decode(tensor.data_type, &bytes)
+        .ok_or_else(|| Error::InvalidOption(format!("{name} holds no floating-point values")))
+}
+
+pub(super) fn write_unwound(
+    set: &ArtifactSet,
+    models: Validated<Vec<(String, ModelProto)>>,
+    unwound: Unwound,
+    output: &Path,
+    options: &FinalizeOptions,
+) -> Result<Vec<String>> {
+    let dir = &set.dir;
+    let mut inputs = InputPaths::new();
+    inputs.add_tree(dir);
+    if let Some(path) = &options.checkpoint {
+        inputs.add(path);
+        inputs.add(&crate::io::checkpoint::external_data_path(path));
+    }
+    check_output(output, &inputs, options.force, &|existing| {
+        replaceable_artifacts(existing, dir)
+    })?;
+    let files = &set.files;
+    let mut not_copied = vec![
+        files.training(),
+        files.eval(),
+        files.checkpoint(),
+        files.checkpoint_data(),
+        files.nominal_checkpoint(),
+    ];
+    let stale = files.stale_after_rewrite();
+    not_copied.extend(stale.iter().cloned());
+    let staged = StagedDir::new(output, options.force)?;
+    let write_all = || -> Result<()> {
+        copy_entries_except(dir, staged.path(), &not_copied)?;
+        for (label, model) in models.get() {
+            write_model(model, &staged.path().join(label), true)?;
+        }
+        if let Some(checkpoint) = &unwound.checkpoint {
+            let path = staged.path().join(files.checkpoint());
+            write_checkpoint_with(checkpoint, path, ExternalDataLayout::Keep)?;
+        }
+        if let Some(nominal) = &unwound.nominal {
+            let path = staged.path().join(files.nominal_checkpoint());
+            write_checkpoint_with(nominal, path, ExternalDataLayout::Keep)?;
+        }
+        Ok(())
+    };
+    write_all().map_err(|e| staged.blame(e))?;
+    staged.commit()?;
+    Ok(stale
+        .into_iter()
+        .filter(|f| present(&dir.join(f)))
+        .map(|f| format!("{f} was not carried over: it describes the rewritten graphs"))
+        .collect())
+}
