@@ -85,9 +85,13 @@ enum Command {
     },
     /// Show what the tool finds in a model or artifacts directory, and what a rewrite injected.
     Inspect {
+        /// A model, an artifacts directory, or an ORT checkpoint file.
         input: PathBuf,
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
+        /// Text: list every parameter, injected node and state tensor.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Print a readable text rendering of a model's graphs (for review and diffs).
     Dump { input: PathBuf },
@@ -207,12 +211,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             let summary = onnx_lookahead::rewrite(&input, &output, &options)
                 .map_err(|e| in_context("cannot rewrite", &input, e))?;
             eprintln!(
-                "wrote {} ({}, {} optimizer, Lookahead k={k} alpha={alpha} on {} parameter(s), {} node(s) injected)",
+                "wrote {} ({}, {} optimizer, Lookahead k={k} alpha={alpha} on {} parameter(s), {} node(s) injected, {} of state added)",
                 summary.output.display(),
                 summary.format.id(),
                 summary.optimizer,
                 summary.wrapped_parameters.len(),
-                summary.injected_nodes
+                summary.injected_nodes,
+                onnx_lookahead::report::human_bytes(summary.state_bytes)
             );
             for note in &summary.notes {
                 eprintln!("note: {note}");
@@ -243,10 +248,15 @@ fn run(command: Command) -> anyhow::Result<()> {
                 eprintln!("note: {note}");
             }
         }
-        Command::Inspect { input, format } => {
+        Command::Inspect {
+            input,
+            format,
+            verbose,
+        } => {
             let report = onnx_lookahead::inspect(&input)
                 .map_err(|e| in_context("cannot inspect", &input, e))?;
             match format {
+                ReportFormat::Text if verbose => print!("{}", report.to_text_verbose()),
                 ReportFormat::Text => print!("{}", report.to_text()),
                 ReportFormat::Json => println!("{}", report.to_json()),
             }

@@ -29,6 +29,8 @@ pub struct RewriteSummary {
     pub wrapped_parameters: Vec<String>,
     /// Nodes added, subgraph nodes included (what `inspect` lists as injected).
     pub injected_nodes: usize,
+    /// Bytes of the state added (slow weights, counters), as the runtime holds them.
+    pub state_bytes: u64,
     /// Notes for the user (input files not carried over, and why).
     pub notes: Vec<String>,
 }
@@ -73,6 +75,7 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
         models.push((label, model));
     }
     record.undo = Default::default();
+    let state_bytes = state_bytes(source.analysis(), &record);
     let validated = validate_models(models)?;
     let notes = source.write(validated, &plan, &record, output, options)?;
     Ok(RewriteSummary {
@@ -81,8 +84,32 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
         optimizer: source.analysis().optimizer.clone().unwrap_or_default(),
         wrapped_parameters: plan.wrapped.iter().map(|w| w.name.clone()).collect(),
         injected_nodes,
+        state_bytes,
         notes,
     })
+}
+
+/// Bytes of the state a rewrite adds: each state tensor has its parameter's type and shape; the
+/// counters are one float (ORT) or int64 (training_info) each.
+fn state_bytes(analysis: &formats::Analysis, record: &RewriteRecord) -> u64 {
+    let sizes: std::collections::HashMap<&str, u64> = analysis
+        .parameters
+        .iter()
+        .filter_map(|p| {
+            crate::io::dtype::tensor_byte_length(&p.dims, p.data_type).map(|b| (p.name.as_str(), b))
+        })
+        .collect();
+    let counter = if record.mode == crate::record::Mode::TrainingInfo {
+        8
+    } else {
+        4
+    };
+    let state: u64 = record
+        .parameters
+        .iter()
+        .map(|p| sizes.get(p.name.as_str()).copied().unwrap_or(0) * p.state.len() as u64)
+        .sum();
+    state + counter * record.counters.len() as u64
 }
 
 /// What `finalize` did, for the CLI's summary line.

@@ -5,6 +5,7 @@
 
 pub mod model;
 pub mod ort_artifacts;
+pub mod ort_checkpoint;
 pub mod training_info;
 pub mod unwind;
 
@@ -32,6 +33,8 @@ pub enum Format {
     TrainingInfo,
     /// Any other ONNX model (inference, or a lone ORT training graph): inspectable only.
     Model,
+    /// A lone ONNX Runtime training checkpoint: inspectable only.
+    OrtCheckpoint,
 }
 
 impl Format {
@@ -40,6 +43,7 @@ impl Format {
             Format::OrtArtifacts => "ort-artifacts",
             Format::TrainingInfo => "training-info",
             Format::Model => "onnx-model",
+            Format::OrtCheckpoint => "ort-checkpoint",
         }
     }
 }
@@ -107,6 +111,10 @@ pub trait Adapter {
     /// The ONNX models of the input by label (a file name in an artifacts folder, or the file's
     /// name for a model file).
     fn models(&self) -> Vec<(String, &ModelFile)>;
+    /// The checkpoint of the input, if it has one (ORT artifacts, a lone checkpoint).
+    fn checkpoint(&self) -> Option<&Checkpoint> {
+        None
+    }
     fn analysis(&self) -> &Analysis;
     fn analysis_mut(&mut self) -> &mut Analysis;
     /// Every name a rewrite must not reuse: all names of all models (and of the checkpoint).
@@ -189,6 +197,9 @@ pub fn open(path: &Path) -> Result<Box<dyn Adapter>> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
     if meta.is_dir() {
         return Ok(Box::new(ort_artifacts::OrtArtifacts::open(path)?));
+    }
+    if ort_checkpoint::is_checkpoint(path) {
+        return Ok(Box::new(ort_checkpoint::OrtCheckpoint::open(path)?));
     }
     let file = crate::io::model::load_model(path)?;
     if file.model.training_info.is_empty() {

@@ -86,7 +86,7 @@ fn f16_value(bits: u16) -> f64 {
 /// a whole number of elements).
 pub fn decode(data_type: i32, bytes: &[u8]) -> Option<Vec<f64>> {
     let size = crate::io::dtype::element_size(data_type)?;
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return None;
     }
     let chunks = bytes.chunks_exact(size);

@@ -25,7 +25,8 @@ def test_inspect_reports_the_rewrite(opt, stock_artifacts, lookahead_artifacts, 
     report = lookahead_cli.inspect(lookahead_artifacts(spec, opt, 5, 0.5))
     assert report["format"] == "ort-artifacts"
     assert report["optimizer"] == ORT_OPTIMIZER_NAMES[opt.kind]
-    assert report["lookahead"] == {"k": 5, "alpha": pytest.approx(0.5)}
+    # k and alpha, and where in the cycle the artifacts' checkpoint is (untrained: step 0).
+    assert report["lookahead"] == {"k": 5, "alpha": pytest.approx(0.5), "position": 0, "sync_pending": False}
     assert report["injected_nodes"], "a rewritten model reports the nodes it injected"
     flags = {p["name"]: p["lookahead"] for p in report["parameters"]}
     for name in spec.param_names:

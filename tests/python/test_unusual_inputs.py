@@ -223,7 +223,11 @@ def _is_checkpoint(path: Path) -> bool:
 def _check_inspect(cli, path, fmt, flags):
     report = cli.inspect(path)
     assert report["format"] == fmt
-    assert report["lookahead"] == {"k": K, "alpha": pytest.approx(ALPHA)}, report["lookahead"]
+    lookahead = {key: report["lookahead"][key] for key in ("k", "alpha")}
+    assert lookahead == {"k": K, "alpha": pytest.approx(ALPHA)}, report["lookahead"]
+    # Freshly rewritten: no step taken (training_info counts steps; ORT: cycle position 0).
+    assert report["lookahead"].get("position", 0) == 0, report["lookahead"]
+    assert report["lookahead"].get("sync_pending", False) is False, report["lookahead"]
     got = {p["name"]: p["lookahead"] for p in report["parameters"] if p["name"] in flags or p["lookahead"]}
     assert got == flags, f"inspect: parameters with Lookahead {got}, expected {flags}"
 

@@ -130,6 +130,10 @@ impl Adapter for OrtArtifacts {
         self.set.models()
     }
 
+    fn checkpoint(&self) -> Option<&Checkpoint> {
+        Some(&self.set.checkpoint)
+    }
+
     fn analysis(&self) -> &Analysis {
         &self.analysis
     }

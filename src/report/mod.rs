@@ -3,8 +3,12 @@
 //! what its record says and what it injected. One struct; the text and JSON outputs are two
 //! renderings of it.
 
+mod checkpoint;
+mod text;
+
+pub use text::human_bytes;
+
 use std::collections::HashSet;
-use std::fmt::Write;
 
 use serde::Serialize;
 
@@ -19,7 +23,8 @@ pub struct Report {
     pub input: String,
     /// The inner optimizer ("AdamW", "SGD", "Momentum", "Adam", "Adagrad", ...), if recognised.
     pub optimizer: Option<String>,
-    /// Set when the input was rewritten by this tool: exactly {"k", "alpha"}.
+    /// Set when the input was rewritten by this tool: k and alpha, and where in the cycle the
+    /// state was saved when the input holds it (artifacts, checkpoints, exports).
     pub lookahead: Option<LookaheadReport>,
     /// The tool version that rewrote the input (null when not rewritten).
     pub rewritten_by: Option<String>,
@@ -27,10 +32,17 @@ pub struct Report {
     /// version that kept no record).
     pub rewrite: Option<RewriteReport>,
     pub parameters: Vec<ParameterReport>,
+    /// Bytes of all parameters.
+    pub parameter_bytes: u64,
     pub optimizer_nodes: Vec<NodeRef>,
     pub injected_nodes: Vec<NodeRef>,
     /// Tensors the rewrite added as state (slow weights, the step counter).
     pub injected_state: Vec<String>,
+    /// Bytes of that state (each tensor counted once, as the runtime holds it).
+    pub state_bytes: u64,
+    /// What a checkpoint holds (ORT artifacts and lone checkpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<checkpoint::CheckpointReport>,
     /// Why `rewrite` would refuse this input (empty when it would not).
     pub refusals: Vec<String>,
     pub graphs: Vec<GraphReport>,
@@ -40,6 +52,11 @@ pub struct Report {
 pub struct LookaheadReport {
     pub k: u64,
     pub alpha: f64,
+    /// Inner steps since the last sync (k: a sync is pending, done by the next training step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_pending: Option<bool>,
 }
 
 /// How a recorded rewrite was made.
@@ -62,6 +79,8 @@ pub struct ParameterReport {
     pub lookahead: bool,
     pub data_type: String,
     pub shape: Vec<i64>,
+    /// Bytes of its values (null for strings and unknown types).
+    pub bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -130,6 +149,8 @@ pub fn build(input: &dyn Adapter) -> Report {
             Some(LookaheadReport {
                 k: r.setting_u64("k").unwrap_or(0),
                 alpha: r.setting_f64("alpha").unwrap_or(f64::NAN),
+                position: None,
+                sync_pending: None,
             }),
             Some(r.version.clone()),
             Some(RewriteReport {
@@ -144,6 +165,8 @@ pub fn build(input: &dyn Adapter) -> Report {
             Some(LookaheadReport {
                 k: k.parse().unwrap_or(0),
                 alpha: alpha.parse().unwrap_or(f64::NAN),
+                position: None,
+                sync_pending: None,
             }),
             Some(version.clone()),
             None,
@@ -151,6 +174,33 @@ pub fn build(input: &dyn Adapter) -> Report {
             Vec::new(),
         ),
     };
+    let sizes = checkpoint::TensorSizes::of(input);
+    let state_bytes = state.iter().filter_map(|s| sizes.bytes(s)).sum();
+    let mut lookahead = lookahead;
+    if let (Some(l), Recorded::Record(r)) = (lookahead.as_mut(), &analysis.recorded)
+        && let Some(value) = r.counters.first().and_then(|c| sizes.value(c))
+    {
+        let periodic = r.mode == crate::record::Mode::TrainingInfo;
+        let position = if periodic && l.k > 0 {
+            value as u64 % l.k
+        } else {
+            value as u64
+        };
+        l.position = Some(position);
+        l.sync_pending = Some(!periodic && position == l.k);
+    }
+    let parameters: Vec<ParameterReport> = analysis
+        .parameters
+        .iter()
+        .map(|p| ParameterReport {
+            name: p.name.clone(),
+            trainable: p.trainable,
+            lookahead: wrapped.contains(&p.name),
+            data_type: crate::io::dtype::name(p.data_type),
+            shape: p.dims.clone(),
+            bytes: crate::io::dtype::tensor_byte_length(&p.dims, p.data_type),
+        })
+        .collect();
     Report {
         format: analysis.format.id().to_string(),
         input: input.path().display().to_string(),
@@ -158,20 +208,13 @@ pub fn build(input: &dyn Adapter) -> Report {
         lookahead,
         rewritten_by,
         rewrite,
-        parameters: analysis
-            .parameters
-            .iter()
-            .map(|p| ParameterReport {
-                name: p.name.clone(),
-                trainable: p.trainable,
-                lookahead: wrapped.contains(&p.name),
-                data_type: crate::io::dtype::name(p.data_type),
-                shape: p.dims.clone(),
-            })
-            .collect(),
+        parameter_bytes: parameters.iter().filter_map(|p| p.bytes).sum(),
+        parameters,
         optimizer_nodes: analysis.optimizer_nodes.clone(),
         injected_nodes: injected,
         injected_state: state,
+        state_bytes,
+        checkpoint: input.checkpoint().map(checkpoint::report),
         refusals: analysis.refusals.iter().map(|e| e.to_string()).collect(),
         graphs,
     }
@@ -236,107 +279,4 @@ pub fn count_with_subgraphs<'n>(nodes: impl IntoIterator<Item = &'n NodeProto>) 
                 .sum::<usize>()
         })
         .sum()
-}
-
-impl Report {
-    pub fn to_json(&self) -> String {
-        // Serialising plain data with string keys cannot fail.
-        serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-
-    pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "input:     {}", self.input);
-        let _ = writeln!(s, "format:    {}", self.format);
-        let _ = writeln!(
-            s,
-            "optimizer: {}",
-            self.optimizer.as_deref().unwrap_or("(none recognised)")
-        );
-        match &self.lookahead {
-            Some(l) => {
-                let by = self.rewritten_by.as_deref().unwrap_or("?");
-                let _ = writeln!(
-                    s,
-                    "lookahead: k={} alpha={} (rewritten by onnx-lookahead {by})",
-                    l.k, l.alpha
-                );
-            }
-            None => {
-                let _ = writeln!(s, "lookahead: not rewritten");
-            }
-        }
-        let _ = writeln!(s, "\ngraphs:");
-        for g in &self.graphs {
-            let opsets: Vec<String> = g
-                .opsets
-                .iter()
-                .map(|o| format!("{} {}", o.domain, o.version))
-                .collect();
-            let _ = writeln!(
-                s,
-                "  {:<24} {:>6} nodes {:>4} inputs {:>4} outputs  ir {}  opsets: {}",
-                g.graph,
-                g.nodes,
-                g.inputs,
-                g.outputs,
-                g.ir_version,
-                opsets.join(", ")
-            );
-        }
-        let _ = writeln!(s, "\noptimizer update nodes:");
-        if self.optimizer_nodes.is_empty() {
-            let _ = writeln!(s, "  (none)");
-        }
-        for n in &self.optimizer_nodes {
-            let _ = writeln!(s, "  {:<24} {} [{}]", n.graph, n.op_type, n.name);
-        }
-        let _ = writeln!(s, "\nparameters ({}):", self.parameters.len());
-        let width = self
-            .parameters
-            .iter()
-            .map(|p| p.name.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        let _ = writeln!(
-            s,
-            "  {:<width$}  {:<9}  {:<9}  {:<8}  shape",
-            "name", "trainable", "lookahead", "type"
-        );
-        for p in &self.parameters {
-            let shape: Vec<String> = p.shape.iter().map(|d| d.to_string()).collect();
-            let _ = writeln!(
-                s,
-                "  {:<width$}  {:<9}  {:<9}  {:<8}  [{}]",
-                p.name,
-                if p.trainable { "yes" } else { "no" },
-                if p.lookahead { "yes" } else { "no" },
-                p.data_type,
-                shape.join(", ")
-            );
-        }
-        if !self.refusals.is_empty() {
-            let _ = writeln!(s, "\nrewrite would refuse:");
-            for r in &self.refusals {
-                let _ = writeln!(s, "  {r}");
-            }
-        }
-        if !self.injected_nodes.is_empty() || !self.injected_state.is_empty() {
-            let _ = writeln!(s, "\ninjected state ({}):", self.injected_state.len());
-            for t in &self.injected_state {
-                let _ = writeln!(s, "  {t}");
-            }
-            let mut current = None;
-            let _ = writeln!(s, "\ninjected nodes ({}):", self.injected_nodes.len());
-            for n in &self.injected_nodes {
-                if current != Some(&n.graph) {
-                    let _ = writeln!(s, "  {}:", n.graph);
-                    current = Some(&n.graph);
-                }
-                let _ = writeln!(s, "    {:<22} {}", n.op_type, n.name);
-            }
-        }
-        s
-    }
 }

@@ -1,0 +1,155 @@
+//! A lone ONNX Runtime training checkpoint (the file people copy around): inspectable, so that a
+//! checkpoint alone says what it holds and, when it comes from rewritten artifacts, what the
+//! rewrite recorded in its property bag and where in the cycle it was saved.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::formats::{Adapter, Analysis, Format, Parameter, Plan, Unwound};
+use crate::generated::onnx::ModelProto;
+use crate::graph::names::NameGenerator;
+use crate::graph::validate::Validated;
+use crate::io::checkpoint::{Checkpoint, FILE_IDENTIFIER, read_checkpoint};
+use crate::io::model::ModelFile;
+use crate::options::{FinalizeOptions, RewriteOptions};
+use crate::record::{META_RECORD, Recorded, RewriteRecord};
+use crate::scheme::Scheme;
+
+/// Whether the file at `path` is a FlatBuffer with the checkpoint identifier (bytes 4..8).
+pub fn is_checkpoint(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok((mut file, length)) = crate::io::fs::open_regular(path) else {
+        return false;
+    };
+    let mut head = [0u8; 8];
+    length >= 8 && file.read_exact(&mut head).is_ok() && &head[4..8] == FILE_IDENTIFIER.as_bytes()
+}
+
+pub struct OrtCheckpoint {
+    path: PathBuf,
+    checkpoint: Checkpoint,
+    analysis: Analysis,
+}
+
+impl OrtCheckpoint {
+    pub fn open(path: &Path) -> Result<Self> {
+        let checkpoint = read_checkpoint(path)?;
+        let recorded = recorded(&checkpoint);
+        let state: std::collections::HashSet<String> = match &recorded {
+            Recorded::Record(r) => r.state_names().into_iter().collect(),
+            _ => Default::default(),
+        };
+        let module = checkpoint.module_state.as_ref();
+        let trainable = module
+            .into_iter()
+            .flat_map(|m| m.requires_grad_params.iter());
+        let frozen = module.into_iter().flat_map(|m| m.frozen_params.iter());
+        let parameters = trainable
+            .map(|t| (t, true))
+            .chain(frozen.map(|t| (t, false)))
+            .filter(|(t, _)| !state.contains(&t.name))
+            .map(|(t, trainable)| Parameter {
+                name: t.name.clone(),
+                trainable,
+                data_type: t.data_type,
+                dims: t.dims.clone(),
+            })
+            .collect();
+        let analysis = Analysis {
+            format: Format::OrtCheckpoint,
+            optimizer: None,
+            optimizer_nodes: Vec::new(),
+            parameters,
+            recorded,
+            refusals: vec![Error::Unsupported {
+                path: path.to_path_buf(),
+                reason: "a checkpoint alone cannot be rewritten; pass its artifacts directory"
+                    .into(),
+            }],
+        };
+        Ok(OrtCheckpoint {
+            path: path.to_path_buf(),
+            checkpoint,
+            analysis,
+        })
+    }
+
+    fn refusal(&self) -> Error {
+        Error::Unsupported {
+            path: self.path.clone(),
+            reason: "a checkpoint alone is neither rewritten nor finalized; pass its artifacts \
+                     directory (finalize --checkpoint takes a checkpoint saved during training)"
+                .into(),
+        }
+    }
+}
+
+/// The record a rewrite left in a checkpoint's property bag.
+pub fn recorded(checkpoint: &Checkpoint) -> Recorded {
+    checkpoint
+        .property_bag
+        .strings
+        .iter()
+        .find(|p| p.name == META_RECORD)
+        .and_then(|p| serde_json::from_str::<RewriteRecord>(&p.value).ok())
+        .map_or(Recorded::None, |r| Recorded::Record(Box::new(r)))
+}
+
+impl Adapter for OrtCheckpoint {
+    fn format(&self) -> Format {
+        Format::OrtCheckpoint
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn models(&self) -> Vec<(String, &ModelFile)> {
+        Vec::new()
+    }
+
+    fn checkpoint(&self) -> Option<&Checkpoint> {
+        Some(&self.checkpoint)
+    }
+
+    fn analysis(&self) -> &Analysis {
+        &self.analysis
+    }
+
+    fn analysis_mut(&mut self) -> &mut Analysis {
+        &mut self.analysis
+    }
+
+    fn reserved_names(&self) -> NameGenerator {
+        NameGenerator::empty()
+    }
+
+    fn plan(&self, _: &dyn Scheme, _: &RewriteOptions, _: &mut NameGenerator) -> Result<Plan> {
+        Err(self.refusal())
+    }
+
+    fn write(
+        &self,
+        _: Validated<Vec<(String, ModelProto)>>,
+        _: &Plan,
+        _: &RewriteRecord,
+        _: &Path,
+        _: &RewriteOptions,
+    ) -> Result<Vec<String>> {
+        Err(self.refusal())
+    }
+
+    fn unwind(&self, _: &FinalizeOptions) -> Result<Unwound> {
+        Err(self.refusal())
+    }
+
+    fn write_unwound(
+        &self,
+        _: Validated<Vec<(String, ModelProto)>>,
+        _: Unwound,
+        _: &Path,
+        _: &FinalizeOptions,
+    ) -> Result<Vec<String>> {
+        Err(self.refusal())
+    }
+}
