@@ -39,6 +39,14 @@ class Cli:
                                  f"{res.stderr}{res.stdout}")
         return Path(dst)
 
+    def run_ok(self, *args) -> subprocess.CompletedProcess:
+        """Run the tool; raise with its stderr unless it succeeds."""
+        res = self.run(*args)
+        if res.returncode != 0:
+            raise AssertionError(f"onnx-lookahead {' '.join(map(str, args))} failed ({res.returncode}):\n"
+                                 f"{res.stderr}{res.stdout}")
+        return res
+
     def inspect(self, path) -> dict:
         res = self.run("inspect", path, "--format", "json")
         if res.returncode != 0:

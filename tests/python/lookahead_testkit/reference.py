@@ -82,11 +82,13 @@ class Trajectory:
     losses[t-1][j]: loss of forward j of step t (the training graph's output);
     eval_losses[t-1]: eval-graph loss on the eval batch right after step t;
     params[t-1]: the weights the model holds after step t (after the sync on sync steps).
+    slow[t-1]: the slow weights of the trainable parameters after step t (Lookahead runs only).
     """
 
     losses: list[list[float]] = field(default_factory=list)
     eval_losses: list[float] = field(default_factory=list)
     params: list[dict[str, np.ndarray]] = field(default_factory=list)
+    slow: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
 def reference_run(spec: MlpSpec, opt: OptimizerConfig, schedule, eval_batch,
@@ -114,4 +116,5 @@ def reference_run(spec: MlpSpec, opt: OptimizerConfig, schedule, eval_batch,
         out.losses.append(losses)
         out.eval_losses.append(float(spec.compute_loss(spec.forward(p, eval_batch[0]), eval_batch[1])))
         out.params.append({n: v.copy() for n, v in p.items()})
+        out.slow.append({n: v.copy() for n, v in slow.items()})
     return out
