@@ -164,3 +164,46 @@ def test_finalize_of_a_trained_training_info_model_takes_the_chosen_weights(look
         assert not any(w == f"lookahead__slow__{n}" for n in spec.weight_names for w in values)
     gap = max(np.abs(state[w] - state[f"lookahead__slow__{w}"]).max() for w in spec.weight_names)
     assert gap > 1e-4, "fast and slow weights agree: the test would prove nothing"
+
+
+@pytest.mark.parametrize("opt", OPTS, ids=lambda o: o.kind)
+def test_eval_weights_slow_evaluates_and_exports_at_the_slow_weights(opt, stock_artifacts, lookahead_cli, tmp_path):
+    spec, k = TANH_MLP, 3
+    artifacts = lookahead_cli.rewrite(stock_artifacts(spec, opt), tmp_path / "slow_eval", k, ALPHA,
+                                      "--eval-weights", "slow")
+    assert lookahead_cli.inspect(artifacts)["rewrite"]["eval_weights"] == "slow"
+    schedule, batch = spec.schedule(2 * k + 1), spec.eval_batch()
+    ref = reference_run(spec, opt, schedule, batch, k, ALPHA)
+    exports = {}
+
+    def export(t, loop):
+        exports[t] = tmp_path / f"slow_export_{t}.onnx"
+        loop.export(exports[t], [spec.output_name])
+
+    losses, evals = StockLoop(artifacts, opt.lr).run(schedule, batch, on_step=export)
+    for t in range(1, len(schedule) + 1):
+        # Training follows Lookahead; evaluation and exports see the slow weights.
+        assert np.allclose(losses[t - 1], ref.losses[t - 1], atol=TOL), t
+        at_slow = {**ref.params[t - 1], **ref.slow[t - 1]}
+        want = float(spec.compute_loss(spec.forward(at_slow, batch[0]), batch[1]))
+        assert abs(evals[t - 1] - want) <= TOL, (t, evals[t - 1], want)
+        got = run_inference(exports[t], {"x": batch[0]}, [spec.output_name])[0]
+        assert np.abs(got - spec.forward(at_slow, batch[0])).max() <= TOL, t
+    # Between syncs the slow and Lookahead weights differ: the test can fail.
+    fast_loss = float(spec.compute_loss(spec.forward(ref.params[k], batch[0]), batch[1]))
+    assert abs(evals[k] - fast_loss) > 1e-4
+
+
+def test_inspect_text_stays_short(stock_artifacts, lookahead_cli, tmp_path):
+    from lookahead_testkit.model import MlpSpec
+
+    deep = MlpSpec("deep_mlp", 4, tuple((6, "tanh") for _ in range(59)) + ((2, "none"),))
+    artifacts = lookahead_cli.rewrite(stock_artifacts(deep, SGD_CFG), tmp_path / "deep", 5, ALPHA)
+    text = lookahead_cli.run_ok("inspect", artifacts).stdout
+    assert len(text.splitlines()) < 60, text
+    assert "100 more (--verbose lists all)" in text, text
+    verbose = lookahead_cli.run_ok("inspect", artifacts, "--verbose").stdout
+    assert len(verbose.splitlines()) > 120 + 120
+    report = lookahead_cli.inspect(artifacts)
+    assert len(report["parameters"]) == 120 and len(report["injected_nodes"]) > 300
+    assert report["state_bytes"] >= report["parameter_bytes"]
