@@ -6,6 +6,7 @@
 //! -> apply (`graph::patch`) -> validate (`graph::validate`) -> write (`io/`). `record` is what a
 //! rewrite writes down about itself; `report` renders `inspect`.
 
+pub mod cli;
 pub mod error;
 pub mod formats;
 pub mod generated;
@@ -14,6 +15,8 @@ pub mod inject;
 pub mod io;
 pub mod options;
 pub mod pipeline;
+#[cfg(feature = "python")]
+mod python;
 pub mod record;
 pub mod report;
 pub mod scheme;

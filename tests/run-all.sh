@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Test", .ci/run): sets up everything it needs on a fresh
-# machine (the pinned Python venv under target/, flatc for the generated-code check), then runs
+# machine (the pinned Python venv under target/ with this clone pip-installed into it, flatc for
+# the generated-code check), then runs
 # every Rust test (unit, snapshot, CLI through the binary, generated-code freshness), a short
 # smoke run of the fuzz targets, and every Python end-to-end test (ONNX Runtime training 1.19.2 and the training_info runtime), and prints
 # how many of each ran.
@@ -10,9 +11,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log_dir="target/test-logs"
 mkdir -p "$log_dir"
 
-echo "== python environment"
-python="$(bash tests/python/setup_venv.sh)"
+echo "== python environment and package (pip install of this clone into the pinned venv)"
+python="$(bash tests/python/install_package.sh)"
 "$python" --version
+"$(dirname "$python")/onnx-lookahead" --version
+"$python" -c "import onnx_lookahead; print('installed', onnx_lookahead.__version__, 'at', onnx_lookahead.__file__)"
 
 echo "== build (release)"
 cargo build --release --locked
@@ -26,9 +29,8 @@ echo "== fuzz smoke (coverage-guided, 10 s per target; the long runs: fuzz/READM
 bash fuzz/run.sh --seconds 10 --smoke 2>&1 | tee "$log_dir/fuzz.log"
 fuzz_summary=$(grep -E '^fuzz total' "$log_dir/fuzz.log" | tail -n 1)
 
-echo "== python end-to-end tests"
-ONNX_LOOKAHEAD_BIN="$PWD/target/release/onnx-lookahead" \
-    "$python" -m pytest tests/python -q 2>&1 | tee "$log_dir/python.log"
+echo "== python end-to-end tests (through the installed package and its console script)"
+env -u ONNX_LOOKAHEAD_BIN "$python" -m pytest tests/python -q 2>&1 | tee "$log_dir/python.log"
 python_summary=$(grep -E '^[0-9]+ passed' "$log_dir/python.log" | tail -n 1)
 
 echo "== summary: rust ${rust_passed} passed; python ${python_summary}; ${fuzz_summary}"

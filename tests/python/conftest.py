@@ -1,7 +1,8 @@
 """Shared fixtures of the end-to-end tests: the binary, and artifacts generated at test time.
 
-The binary is ONNX_LOOKAHEAD_BIN or <repo>/target/release/onnx-lookahead. When it is missing, every
-test that needs it FAILS with a message saying how to build it; nothing is skipped silently. Tests
+The command line is the installed package's console script (or ONNX_LOOKAHEAD_BIN). When it is
+missing, every test that needs it FAILS with a message saying how to install it; nothing is
+skipped silently. Tests
 of the harness itself (NumPy reference vs stock ORT) do not need the binary and still run.
 
 Artifacts are generated once per session (generate_artifacts takes about a second) into pytest's
@@ -14,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-# The training_info reference runtime lives in examples/ (it is for users too); the helper
-# modules sit next to this file.
+# The helper modules sit next to this file; the package under test (onnx_lookahead, with the
+# training_info runtime) is the one installed in this interpreter's environment, never the source
+# tree: python/ is not on the path.
 _HERE = Path(__file__).resolve().parent
-for _path in (_HERE, _HERE.parent.parent / "examples"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
 
 from lookahead_testkit import cli
 from lookahead_testkit.model import MlpSpec

@@ -135,7 +135,7 @@ def test_finalize_of_a_rewrite_gives_back_the_model(lookahead_cli, tmp_path):
 
 def test_finalize_of_a_trained_training_info_model_takes_the_chosen_weights(lookahead_cli, tmp_path):
     import test_training_info_lookahead as tl
-    import training_info_runtime as rt
+    from onnx_lookahead import training_info as rt
 
     spec = tl.MODELS["momentum"]()
     k = 3

@@ -9,8 +9,8 @@ Checking every step matters: wrong variants (sync at step 1, k+1, ...; slow weig
 first step or first sync; period k+1) agree with the right one at isolated steps.  Each test also
 checks that Lookahead differs from the plain optimizer, otherwise agreement would prove nothing.
 
-The CLI is taken from ``ONNX_LOOKAHEAD_BIN`` (default: <repo>/target/release/onnx-lookahead); the
-command line is built in one place, ``rewrite_command``.
+The CLI is the installed package's console script (or ``ONNX_LOOKAHEAD_BIN``, see
+lookahead_testkit.cli); the command line is built in one place, ``rewrite_command``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import onnx
 import pytest
 
 import tinfo_models as tm
+from lookahead_testkit import cli
 import tinfo_reference as ref
-import training_info_runtime as rt
+from onnx_lookahead import training_info as rt
 
 REPO = Path(__file__).resolve().parent.parent.parent
 ATOL = 1e-5
@@ -34,7 +35,7 @@ STEPS = 13  # four syncs at k=3, and a step after the last one
 
 
 def lookahead_binary() -> str:
-    return os.environ.get("ONNX_LOOKAHEAD_BIN", str(REPO / "target" / "release" / "onnx-lookahead"))
+    return str(cli.find_binary()[0])
 
 
 def rewrite_command(model_path: str, output_path: str, k: int, alpha: float) -> List[str]:
@@ -44,11 +45,9 @@ def rewrite_command(model_path: str, output_path: str, k: int, alpha: float) -> 
 
 def rewrite(model: onnx.ModelProto, directory: Path, k: int, alpha: float) -> onnx.ModelProto:
     """Run the CLI on ``model`` and return the rewritten model."""
-    binary = lookahead_binary()
-    if not os.path.exists(binary):
-        pytest.fail(
-            f"onnx-lookahead binary not found at {binary}: run `cargo build --release` or set ONNX_LOOKAHEAD_BIN"
-        )
+    _, problem = cli.find_binary()
+    if problem:
+        pytest.fail(problem)
     source, target = directory / "original.onnx", directory / f"lookahead_k{k}_a{alpha}.onnx"
     onnx.save(model, str(source))
     done = subprocess.run(rewrite_command(str(source), str(target), k, alpha), capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""Tests of the reference training_info runtime (examples/training_info_runtime.py).
+"""Tests of the reference training_info runtime (`onnx_lookahead.training_info`, installed).
 
 They pin three things the Lookahead end-to-end tests rely on: the runtime follows the format's
 semantics (compared with an independent NumPy reference at every step), the two backends agree,
@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 
 import tinfo_models as tm
 import tinfo_reference as ref
-import training_info_runtime as rt
+from onnx_lookahead import training_info as rt
 
 ATOL = 1e-5
 STEPS = 12
@@ -406,10 +406,9 @@ def test_command_line_describe_check_train(tmp_path):
     model_path, feeds_path, out_path = tmp_path / "m.onnx", tmp_path / "b.npz", tmp_path / "trained.onnx"
     onnx.save(spec.model, str(model_path))
     np.savez(feeds_path, **tm.batches(spec, 1)[0])
-    script = str(rt.__file__)
-
     def run(*args):
-        done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True)
+        command = [sys.executable, "-m", "onnx_lookahead.training_info", *args]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
         return done.stdout
 
     assert "update_binding W1 <- W1_new" in run("describe", str(model_path))

@@ -28,7 +28,7 @@ import onnx
 import pytest
 
 import tinfo_models as tm
-import training_info_runtime as rt
+from onnx_lookahead import training_info as rt
 from lookahead_testkit import unusual as u
 from lookahead_testkit import zoo
 from lookahead_testkit.model import TANH_MLP

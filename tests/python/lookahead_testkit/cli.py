@@ -1,25 +1,28 @@
-"""The onnx-lookahead binary as a black box: locate it, rewrite, inspect.
+"""The onnx-lookahead command line as a black box: locate it, rewrite, inspect.
 
-The tests and the benchmark only ever reach the Rust side through this command line, exactly as a
-user would. The binary is ONNX_LOOKAHEAD_BIN if set, else <repo>/target/release/onnx-lookahead.
+The tests reach the Rust side through the installed package: this command line (the console
+script `onnx-lookahead` the package installs beside this interpreter) or the package's API. A
+developer may point ONNX_LOOKAHEAD_BIN at another binary (a `cargo build` one); the test command
+does not.
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-DEFAULT_BIN = REPO / "target" / "release" / "onnx-lookahead"
+DEFAULT_BIN = Path(sys.executable).parent / "onnx-lookahead"
 
 
 def find_binary() -> tuple[Path, str | None]:
     """-> (path, problem): problem is None when the path is an executable file."""
     path = Path(os.environ.get("ONNX_LOOKAHEAD_BIN") or DEFAULT_BIN)
     if not path.is_file() or not os.access(path, os.X_OK):
-        return path, (f"onnx-lookahead binary not found or not executable at {path}; build it with "
-                      f"`cargo build --release` in {REPO} or point ONNX_LOOKAHEAD_BIN at it")
+        return path, (f"onnx-lookahead not found or not executable at {path}; install the package "
+                      f"into this venv (`pip install {REPO}`) or point ONNX_LOOKAHEAD_BIN at a binary")
     return path, None
 
 

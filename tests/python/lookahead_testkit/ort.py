@@ -2,9 +2,9 @@
 
 `import onnxruntime.training` runs the package's __init__, which imports torch (through
 onnxruntime/training/optim). Neither the artifact generator nor the training API needs torch, so
-before anything below `onnxruntime.training` is imported, a bare package object with the real
-package folder as its __path__ is registered in sys.modules: the submodules then import normally
-and the package __init__ never runs. Importing this module installs the shim.
+before anything below `onnxruntime.training` is imported, `onnx_lookahead.ort.training_api()`
+registers a bare package object with the real package folder as its __path__ in sys.modules: the
+submodules then import normally and the package __init__ never runs. Importing this module does it.
 
 `StockLoop` is the training loop a user writes against the artifacts; the tests drive rewritten
 artifacts through it unchanged (that is the point of the rewrite):
@@ -27,16 +27,10 @@ from .model import MlpSpec
 from .reference import OptimizerConfig
 
 
-def _install_shim() -> None:
-    name = "onnxruntime.training"
-    if name in sys.modules:
-        return
-    package = types.ModuleType(name)
-    package.__path__ = [os.path.join(os.path.dirname(onnxruntime.__file__), "training")]
-    sys.modules[name] = package
+# The installed package's torch-free import (what users call) installs the shim.
+from onnx_lookahead.ort import training_api  # noqa: E402
 
-
-_install_shim()
+training_api()
 # ORT logs every graph transformation at info level while generating artifacts; keep errors only.
 onnxruntime.set_default_logger_severity(3)
 

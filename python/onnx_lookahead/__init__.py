@@ -1,0 +1,123 @@
+"""onnx-lookahead: give exported ONNX training graphs the Lookahead optimizer.
+
+The Rust core rewrites ONNX Runtime on-device training artifacts (from
+``onnxruntime.training.artifacts.generate_artifacts``) or models with ``ModelProto.training_info`` so
+that the unchanged training loop trains them as Lookahead(k, alpha) around their own optimizer:
+every k inner steps the slow weights move by ``alpha * (fast - slow)`` and the fast weights restart
+from them.
+
+    import onnx_lookahead
+    onnx_lookahead.rewrite("artifacts", "artifacts_lookahead", k=5, alpha=0.5)
+    report = onnx_lookahead.inspect("artifacts_lookahead")
+    onnx_lookahead.finalize("inference.onnx", "model.onnx")   # after training: a plain model
+
+Submodules (imported on use): ``onnx_lookahead.ort`` (helpers for the ONNX Runtime training loop:
+the slow weights of a checkpoint, export of a plain inference model; no torch needed) and
+``onnx_lookahead.training_info`` (a reference runtime for ``training_info`` models).
+
+Every function takes paths as ``str`` or ``os.PathLike`` and raises :class:`Error` with the message
+the command line prints (:class:`LossyError` when writing would drop fields the schema does not
+know). The command line is installed as ``onnx-lookahead``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional, Union
+
+from . import _native
+from ._native import Error, LossyError
+
+__version__: str = _native.__version__
+__all__ = ["Error", "LossyError", "finalize", "inspect", "rewrite", "__version__"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def rewrite(
+    input: PathLike,
+    output: PathLike,
+    *,
+    k: int = 5,
+    alpha: float = 0.5,
+    force: bool = False,
+    allow_lossy: bool = False,
+    parallel_safe: bool = False,
+    eval_weights: str = "lookahead",
+) -> Dict[str, Any]:
+    """Writes a Lookahead version of ``input`` to ``output`` and returns what it did.
+
+    ``input`` is an ONNX Runtime training artifacts directory or a model with training_info;
+    ``output`` a directory or a file accordingly (staged and renamed into place; it may not
+    overlap the input; an existing one is replaced only with ``force`` and only if it is an
+    earlier output of the same kind). ``k``: sync period (>= 1); ``alpha``: slow-weight step
+    (0 < alpha <= 1). ``allow_lossy``: write even if fields unknown to the ONNX schema would be
+    dropped. ``parallel_safe``: artifacts that also run with ORT_PARALLEL. ``eval_weights``:
+    ``"lookahead"`` or ``"slow"``, the weights evaluation and export read (ORT artifacts).
+
+    Returns ``{"format", "output", "optimizer", "k", "alpha", "wrapped_parameters",
+    "injected_nodes", "state_bytes", "notes"}``.
+    """
+    _check_int("k", k)
+    summary = _native.rewrite(
+        os.fspath(input),
+        os.fspath(output),
+        k,
+        _float("alpha", alpha),
+        bool(force),
+        bool(allow_lossy),
+        bool(parallel_safe),
+        str(eval_weights),
+    )
+    return json.loads(summary)
+
+
+def inspect(path: PathLike) -> Dict[str, Any]:
+    """What the tool finds in a model, an artifacts directory or a checkpoint file: exactly the
+    JSON of ``onnx-lookahead inspect --format json`` as a dict (format, optimizer, parameters,
+    the record of a rewrite, what a rewrite would refuse, ...)."""
+    return json.loads(_native.inspect(os.fspath(path)))
+
+
+def finalize(
+    input: PathLike,
+    output: PathLike,
+    *,
+    weights: str = "lookahead",
+    checkpoint: Optional[PathLike] = None,
+    force: bool = False,
+) -> Dict[str, Any]:
+    """Turns what :func:`rewrite` produced back into its plain form at the chosen weights.
+
+    ``input``: rewritten artifacts (``checkpoint``: one saved during training; default: the
+    artifacts' own), a rewritten training_info model, or an inference model exported from
+    rewritten artifacts. ``weights``: ``"lookahead"`` (the weights the model evaluates at, a
+    pending sync applied) or ``"slow"``. Returns ``{"format", "output", "weights",
+    "changed_parameters", "notes"}``.
+    """
+    summary = _native.finalize(
+        os.fspath(input),
+        os.fspath(output),
+        str(weights),
+        None if checkpoint is None else os.fspath(checkpoint),
+        bool(force),
+    )
+    return json.loads(summary)
+
+
+def _float(name: str, value: object) -> float:
+    if isinstance(value, bool):
+        raise Error(f"invalid option: {name} must be a number, got {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise Error(f"invalid option: {name} must be a number, got {value!r}") from None
+
+
+def _check_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Error(f"invalid option: {name} must be an integer, got {value!r}")
+    if value < 1:
+        raise Error(f"invalid option: {name} (sync period) must be an integer >= 1, got {value}")
+    if value >= 2**64:
+        raise Error(f"invalid option: {name} must be at most {2**64 - 1}, got {value}")

@@ -1,0 +1,26 @@
+"""Type stubs of the compiled core (the Rust crate, built with the `python` feature)."""
+from typing import List, Optional
+
+__version__: str
+
+class Error(Exception):
+    """An input the tool refuses or cannot read, an invalid option, or a failed write."""
+
+class LossyError(Error):
+    """Writing would drop fields unknown to the ONNX schema (allow_lossy=True accepts it)."""
+
+def rewrite(
+    input: str,
+    output: str,
+    k: int,
+    alpha: float,
+    force: bool,
+    allow_lossy: bool,
+    parallel_safe: bool,
+    eval_weights: str,
+) -> str: ...
+def inspect(input: str) -> str: ...
+def finalize(
+    input: str, output: str, weights_name: str, checkpoint: Optional[str], force: bool
+) -> str: ...
+def run_cli(argv: List[str]) -> int: ...

@@ -1,0 +1,327 @@
+//! The onnx-lookahead command line: argument parsing, exit codes and error reporting only;
+//! everything else is the library. The binary (`main.rs`) and the Python package's console script
+//! both run `cli::main`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::inject::ort::AliasOp;
+use crate::{Error, EvalWeights, FinalizeOptions, Options, RewriteOptions};
+
+/// Exit code for a refused lossy write (fields unknown to the schema), distinct from other
+/// failures so scripts can retry with --allow-lossy deliberately.
+const EXIT_LOSSY: u8 = 3;
+const EXIT_FAILURE: u8 = 1;
+/// Exit code after an interrupting signal (the shell convention for SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "onnx-lookahead",
+    version,
+    about = "Rewrite exported ONNX training graphs to train with the Lookahead optimizer",
+    long_about = "Rewrite exported ONNX training graphs (ONNX Runtime on-device training artifacts, or models \
+                  with ONNX training_info) so that an unmodified training loop trains them with Lookahead \
+                  (k steps forward, 1 step back) around their own optimizer."
+)]
+#[command(arg_required_else_help = false)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a Lookahead version of a training model or artifacts directory.
+    Rewrite {
+        /// A model with training_info, or an ONNX Runtime training artifacts directory.
+        input: PathBuf,
+        /// Where to write the result (a file, or a directory for artifacts).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Sync period k: slow weights are updated every k optimizer steps (integer >= 1).
+        #[arg(short = 'k', long = "sync-period", default_value = "5", allow_negative_numbers = true, value_parser = parse_k)]
+        k: u64,
+        /// Slow-weight step size alpha (0 < alpha <= 1).
+        #[arg(short, long, default_value = "0.5", allow_negative_numbers = true, value_parser = parse_alpha)]
+        alpha: f64,
+        /// Replace an existing output.
+        #[arg(long)]
+        force: bool,
+        /// Write even if the input has fields unknown to the ONNX schema (they are dropped).
+        #[arg(long)]
+        allow_lossy: bool,
+        /// ONNX Runtime artifacts: make the result also run with SessionOptions.execution_mode =
+        /// ORT_PARALLEL (one Reshape per parameter instead of one zero-copy PassThrough; a few
+        /// microseconds per parameter per step).
+        #[arg(long)]
+        parallel_safe: bool,
+        /// ONNX Runtime artifacts: which weights evaluation and export_model_for_inferencing read:
+        /// the Lookahead weights (the ones training continues from) or the slow weights.
+        #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
+        eval_weights: Weights,
+    },
+    /// Turn a rewrite's output back into its plain form at the chosen weights: rewritten
+    /// artifacts (with a checkpoint saved during training), a rewritten training_info model, or
+    /// an inference model exported from rewritten artifacts.
+    Finalize {
+        /// What the rewrite produced (or what training or export made of it).
+        input: PathBuf,
+        /// Where to write the plain result (a file, or a directory for artifacts).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The weights of the result: the Lookahead weights (any pending sync applied) or the
+        /// slow weights.
+        #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
+        weights: Weights,
+        /// ONNX Runtime artifacts: the checkpoint to take weights and optimizer state from
+        /// (default: the artifacts' own).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Replace an existing output (only an earlier output of the same kind).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what the tool finds in a model or artifacts directory, and what a rewrite injected.
+    Inspect {
+        /// A model, an artifacts directory, or an ORT checkpoint file.
+        input: PathBuf,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Text: list every parameter, injected node and state tensor.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Print a readable text rendering of a model's graphs (for review and diffs).
+    Dump { input: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Weights {
+    Lookahead,
+    Slow,
+}
+
+impl From<Weights> for EvalWeights {
+    fn from(w: Weights) -> Self {
+        match w {
+            Weights::Lookahead => EvalWeights::Lookahead,
+            Weights::Slow => EvalWeights::Slow,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+}
+
+/// The library error with what was being done: "cannot rewrite IN: <error>", without naming IN
+/// twice when the error starts with it.
+pub fn in_context(action: &str, input: &Path, error: Error) -> anyhow::Error {
+    let named = format!("{}: ", input.display());
+    if error.to_string().starts_with(&named) {
+        anyhow::Error::new(error).context(action.to_string())
+    } else {
+        anyhow::Error::new(error).context(format!("{action} {}", input.display()))
+    }
+}
+
+/// One line: newlines become spaces and other control characters are escaped, so a name with a
+/// carriage return cannot split or overwrite the line.
+pub fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len());
+    for c in message.chars() {
+        match c {
+            '\n' => line.push(' '),
+            c if c.is_control() => line.extend(c.escape_default()),
+            c => line.push(c),
+        }
+    }
+    line
+}
+
+/// k as given: a whole number; negative numbers and numbers past u64 get a message that says so
+/// (the range each format's counter can hold is checked by the library).
+fn parse_k(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    if let Ok(k) = trimmed.parse::<u64>() {
+        return Ok(k);
+    }
+    if trimmed.parse::<i128>().is_ok_and(|k| k < 0) {
+        return Err("k must be an integer >= 1".into());
+    }
+    if !trimmed.is_empty()
+        && trimmed
+            .trim_start_matches('+')
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("k must be at most {}", u64::MAX));
+    }
+    Err(format!("{text:?} is not a whole number"))
+}
+
+/// alpha as given: a number whose decimal text is not zero but which rounds to 0 as a double
+/// (1e-400) is refused here, where the text is still known.
+fn parse_alpha(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    let written_as_zero = text
+        .trim()
+        .trim_start_matches(['+', '-'])
+        .split(['e', 'E'])
+        .next()
+        .is_some_and(|mantissa| mantissa.chars().all(|c| c == '0' || c == '.'));
+    if value == 0.0 && !written_as_zero {
+        return Err(format!(
+            "{text} is too small for a double-precision number (it would be stored as 0)"
+        ));
+    }
+    Ok(value)
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Rewrite {
+            input,
+            output,
+            k,
+            alpha,
+            force,
+            allow_lossy,
+            parallel_safe,
+            eval_weights,
+        } => {
+            let options = RewriteOptions {
+                lookahead: Options::new(k, alpha)?,
+                force,
+                allow_lossy,
+                alias: if parallel_safe {
+                    AliasOp::Reshape
+                } else {
+                    AliasOp::PassThrough
+                },
+                eval_weights: eval_weights.into(),
+            };
+            let summary = crate::rewrite(&input, &output, &options)
+                .map_err(|e| in_context("cannot rewrite", &input, e))?;
+            eprintln!(
+                "wrote {} ({}, {} optimizer, Lookahead k={k} alpha={alpha} on {} parameter(s), {} node(s) injected, {} of state added)",
+                summary.output.display(),
+                summary.format.id(),
+                summary.optimizer,
+                summary.wrapped_parameters.len(),
+                summary.injected_nodes,
+                crate::report::human_bytes(summary.state_bytes)
+            );
+            for note in &summary.notes {
+                eprintln!("note: {note}");
+            }
+        }
+        Command::Finalize {
+            input,
+            output,
+            weights,
+            checkpoint,
+            force,
+        } => {
+            let options = FinalizeOptions {
+                weights: weights.into(),
+                checkpoint,
+                force,
+            };
+            let summary = crate::finalize(&input, &output, &options)
+                .map_err(|e| in_context("cannot finalize", &input, e))?;
+            eprintln!(
+                "wrote {} (plain {}, {} weights; {} parameter(s) given new values)",
+                summary.output.display(),
+                summary.format.id(),
+                summary.weights.id(),
+                summary.changed.len()
+            );
+            for note in &summary.notes {
+                eprintln!("note: {note}");
+            }
+        }
+        Command::Inspect {
+            input,
+            format,
+            verbose,
+        } => {
+            let report =
+                crate::inspect(&input).map_err(|e| in_context("cannot inspect", &input, e))?;
+            match format {
+                ReportFormat::Text if verbose => print!("{}", report.to_text_verbose()),
+                ReportFormat::Text => print!("{}", report.to_text()),
+                ReportFormat::Json => println!("{}", report.to_json()),
+            }
+        }
+        Command::Dump { input } => {
+            let text = crate::dump(&input).map_err(|e| in_context("cannot dump", &input, e))?;
+            print!("{text}");
+        }
+    }
+    Ok(())
+}
+
+/// Exit code for bad command-line usage (clap's convention).
+const EXIT_USAGE: u8 = 2;
+
+/// Prints a clap error as one `error:` line (its first paragraph joined), followed by clap's tips
+/// and usage hint on their own lines.
+fn print_usage_error(rendered: &str) {
+    let mut lines = rendered.lines();
+    let first: Vec<&str> = lines
+        .by_ref()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("{}", first.join(" "));
+    let rest: Vec<&str> = lines.collect();
+    let rest = rest.join("\n");
+    if !rest.trim().is_empty() {
+        eprintln!("\n{}", rest.trim_end());
+    }
+}
+
+/// Runs the command line on `args` (the program name first) and returns the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    crate::io::interrupt::install_handlers();
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version: print as clap does.
+            let _ = err.print();
+            return 0;
+        }
+        Err(err) => {
+            print_usage_error(&err.render().to_string());
+            return EXIT_USAGE;
+        }
+    };
+    match run(cli.command) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&format!("{err:#}")));
+            let lossy = err.chain().any(|cause| {
+                matches!(
+                    cause.downcast_ref::<Error>(),
+                    Some(Error::UnknownFields { .. })
+                )
+            });
+            if crate::io::interrupt::requested() {
+                EXIT_INTERRUPTED
+            } else if lossy {
+                EXIT_LOSSY
+            } else {
+                EXIT_FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The Python extension module `onnx_lookahead._native` (feature `python`, built by maturin): the
+//! library's operations for the Python package, the command line for its console script, and the
+//! exception classes. Every result crosses as JSON (the package turns it into dicts), every error
+//! as `onnx_lookahead.Error` with the command line's one-line message, and no Rust panic crosses:
+//! it becomes an `Error` too.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+
+use pyo3::create_exception;
+use pyo3::prelude::*;
+
+use crate::inject::ort::AliasOp;
+use crate::{Error as LibError, EvalWeights, FinalizeOptions, Options, RewriteOptions};
+
+create_exception!(
+    _native,
+    Error,
+    pyo3::exceptions::PyException,
+    "An input onnx-lookahead refuses or cannot read, an invalid option, or a failed write. The message is the command line's `error:` line."
+);
+create_exception!(
+    _native,
+    LossyError,
+    Error,
+    "The input has fields the ONNX schema this tool knows does not have; writing would drop them (pass allow_lossy=True to accept)."
+);
+
+/// Runs `work` without the GIL, turning library errors and panics into Python exceptions.
+fn run<T: Send>(
+    py: Python<'_>,
+    action: &str,
+    input: &std::path::Path,
+    work: impl FnOnce() -> Result<T, LibError> + Send,
+) -> PyResult<T> {
+    let outcome = py.detach(|| std::panic::catch_unwind(AssertUnwindSafe(work)));
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => {
+            let lossy = matches!(error, LibError::UnknownFields { .. });
+            let message = crate::cli::one_line(&format!(
+                "{:#}",
+                crate::cli::in_context(action, input, error)
+            ));
+            Err(if lossy {
+                LossyError::new_err(message)
+            } else {
+                Error::new_err(message)
+            })
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(Error::new_err(format!(
+                "internal error (please report it): {what}"
+            )))
+        }
+    }
+}
+
+fn weights(name: &str) -> PyResult<EvalWeights> {
+    match name {
+        "lookahead" => Ok(EvalWeights::Lookahead),
+        "slow" => Ok(EvalWeights::Slow),
+        other => Err(Error::new_err(format!(
+            "invalid option: weights must be \"lookahead\" or \"slow\", got {other:?}"
+        ))),
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights))]
+#[allow(clippy::too_many_arguments)]
+fn rewrite(
+    py: Python<'_>,
+    input: PathBuf,
+    output: PathBuf,
+    k: u64,
+    alpha: f64,
+    force: bool,
+    allow_lossy: bool,
+    parallel_safe: bool,
+    eval_weights: &str,
+) -> PyResult<String> {
+    let lookahead = Options::new(k, alpha).map_err(|e| Error::new_err(e.to_string()))?;
+    let options = RewriteOptions {
+        lookahead,
+        force,
+        allow_lossy,
+        alias: if parallel_safe {
+            AliasOp::Reshape
+        } else {
+            AliasOp::PassThrough
+        },
+        eval_weights: weights(eval_weights)?,
+    };
+    let summary = run(py, "cannot rewrite", &input, || {
+        crate::rewrite(&input, &output, &options)
+    })?;
+    Ok(serde_json::json!({
+        "format": summary.format.id(),
+        "output": summary.output.display().to_string(),
+        "optimizer": summary.optimizer,
+        "k": k,
+        "alpha": alpha,
+        "wrapped_parameters": summary.wrapped_parameters,
+        "injected_nodes": summary.injected_nodes,
+        "state_bytes": summary.state_bytes,
+        "notes": summary.notes,
+    })
+    .to_string())
+}
+
+#[pyfunction]
+fn inspect(py: Python<'_>, input: PathBuf) -> PyResult<String> {
+    let report = run(py, "cannot inspect", &input, || crate::inspect(&input))?;
+    Ok(report.to_json())
+}
+
+#[pyfunction]
+#[pyo3(signature = (input, output, weights_name, checkpoint, force))]
+fn finalize(
+    py: Python<'_>,
+    input: PathBuf,
+    output: PathBuf,
+    weights_name: &str,
+    checkpoint: Option<PathBuf>,
+    force: bool,
+) -> PyResult<String> {
+    let options = FinalizeOptions {
+        weights: weights(weights_name)?,
+        checkpoint,
+        force,
+    };
+    let summary = run(py, "cannot finalize", &input, || {
+        crate::finalize(&input, &output, &options)
+    })?;
+    Ok(serde_json::json!({
+        "format": summary.format.id(),
+        "output": summary.output.display().to_string(),
+        "weights": summary.weights.id(),
+        "changed_parameters": summary.changed,
+        "notes": summary.notes,
+    })
+    .to_string())
+}
+
+/// The command line (the console script `onnx-lookahead`): runs it on `argv` and returns the exit
+/// code.
+#[pyfunction]
+fn run_cli(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
+    py.detach(|| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| crate::cli::main(argv)))
+            .map(i32::from)
+            .unwrap_or(101)
+    })
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("Error", m.py().get_type::<Error>())?;
+    m.add("LossyError", m.py().get_type::<LossyError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(rewrite, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(finalize, m)?)?;
+    m.add_function(wrap_pyfunction!(run_cli, m)?)?;
+    Ok(())
+}
