@@ -58,6 +58,14 @@ enum Command {
         /// microseconds per parameter per step).
         #[arg(long)]
         parallel_safe: bool,
+        /// Wrap only the trainable parameters whose names match this glob (`*`, `?`, `[...]`;
+        /// repeatable; default: all).
+        #[arg(long = "include", value_name = "GLOB")]
+        include: Vec<String>,
+        /// Leave the trainable parameters whose names match this glob to the inner optimizer
+        /// alone (repeatable), e.g. embeddings or normalization weights.
+        #[arg(long = "exclude", value_name = "GLOB")]
+        exclude: Vec<String>,
         /// ONNX Runtime artifacts: which weights evaluation and export_model_for_inferencing read:
         /// the Lookahead weights (the ones training continues from) or the slow weights.
         #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
@@ -197,6 +205,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             allow_lossy,
             parallel_safe,
             eval_weights,
+            include,
+            exclude,
         } => {
             let options = RewriteOptions {
                 lookahead: Options::new(k, alpha)?,
@@ -208,6 +218,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                     AliasOp::PassThrough
                 },
                 eval_weights: eval_weights.into(),
+                include,
+                exclude,
             };
             let summary = crate::rewrite(&input, &output, &options)
                 .map_err(|e| in_context("cannot rewrite", &input, e))?;

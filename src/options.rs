@@ -3,7 +3,7 @@
 use crate::inject::ort::AliasOp;
 use crate::scheme::{EvalWeights, Lookahead};
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RewriteOptions {
     pub lookahead: Lookahead,
     /// Replace an existing output (only an earlier output of the same kind).
@@ -15,6 +15,9 @@ pub struct RewriteOptions {
     pub alias: AliasOp,
     /// Which weights evaluation and export read.
     pub eval_weights: EvalWeights,
+    /// Glob patterns of trainable parameters to wrap (empty: all) and to leave alone.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
 }
 
 /// What a caller asks of `finalize`.

@@ -72,7 +72,7 @@ fn weights(name: &str) -> PyResult<EvalWeights> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights))]
+#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights, include, exclude))]
 #[allow(clippy::too_many_arguments)]
 fn rewrite(
     py: Python<'_>,
@@ -84,6 +84,8 @@ fn rewrite(
     allow_lossy: bool,
     parallel_safe: bool,
     eval_weights: &str,
+    include: Vec<String>,
+    exclude: Vec<String>,
 ) -> PyResult<String> {
     let lookahead = Options::new(k, alpha).map_err(|e| Error::new_err(e.to_string()))?;
     let options = RewriteOptions {
@@ -96,6 +98,8 @@ fn rewrite(
             AliasOp::PassThrough
         },
         eval_weights: weights(eval_weights)?,
+        include,
+        exclude,
     };
     let summary = run(py, "cannot rewrite", &input, || {
         crate::rewrite(&input, &output, &options)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from . import _native
 from ._native import Error, LossyError
@@ -44,6 +44,8 @@ def rewrite(
     allow_lossy: bool = False,
     parallel_safe: bool = False,
     eval_weights: str = "lookahead",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> Dict[str, Any]:
     """Writes a Lookahead version of ``input`` to ``output`` and returns what it did.
 
@@ -54,6 +56,8 @@ def rewrite(
     (0 < alpha <= 1). ``allow_lossy``: write even if fields unknown to the ONNX schema would be
     dropped. ``parallel_safe``: artifacts that also run with ORT_PARALLEL. ``eval_weights``:
     ``"lookahead"`` or ``"slow"``, the weights evaluation and export read (ORT artifacts).
+    ``include`` / ``exclude``: glob patterns (``*``, ``?``, ``[...]``) of trainable parameter names
+    to wrap (default: all) and to leave to the inner optimizer alone.
 
     Returns ``{"format", "output", "optimizer", "k", "alpha", "wrapped_parameters",
     "injected_nodes", "state_bytes", "notes"}``.
@@ -68,6 +72,8 @@ def rewrite(
         bool(allow_lossy),
         bool(parallel_safe),
         str(eval_weights),
+        _patterns("include", include),
+        _patterns("exclude", exclude),
     )
     return json.loads(summary)
 
@@ -103,6 +109,16 @@ def finalize(
         bool(force),
     )
     return json.loads(summary)
+
+
+def _patterns(name: str, value: object) -> List[str]:
+    if isinstance(value, str):
+        return [value]
+    try:
+        patterns = [str(p) for p in value]  # type: ignore[union-attr]
+    except TypeError:
+        raise Error(f"invalid option: {name} must be a glob or a list of globs, got {value!r}") from None
+    return patterns
 
 
 def _float(name: str, value: object) -> float:

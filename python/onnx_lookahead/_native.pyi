@@ -18,6 +18,8 @@ def rewrite(
     allow_lossy: bool,
     parallel_safe: bool,
     eval_weights: str,
+    include: List[str],
+    exclude: List[str],
 ) -> str: ...
 def inspect(input: str) -> str: ...
 def finalize(

@@ -6,6 +6,7 @@
 pub mod model;
 pub mod ort_artifacts;
 pub mod ort_checkpoint;
+pub mod select;
 pub mod training_info;
 pub mod unwind;
 

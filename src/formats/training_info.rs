@@ -391,9 +391,15 @@ impl Adapter for TrainingInfoModel {
         for t in self.file.model.graph.iter().flat_map(|g| &g.initializer) {
             initializers.entry(t.name()).or_insert(t);
         }
+        let names_of: Vec<String> = self.weights.iter().map(|w| w.name.clone()).collect();
+        let selected: std::collections::HashSet<String> =
+            crate::formats::select::select(&names_of, &options.include, &options.exclude)?
+                .into_iter()
+                .collect();
         let weights = self
             .weights
             .iter()
+            .filter(|w| selected.contains(&w.name))
             .map(|w| {
                 let initializer = initializers.get(w.name.as_str()).copied().ok_or_else(|| {
                     Error::Validation {

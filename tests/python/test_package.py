@@ -61,6 +61,29 @@ def test_api_results_are_the_command_lines(fixture, lookahead_cli, tmp_path):
     assert onnx_lookahead.inspect(plain)["lookahead"] is None
 
 
+@pytest.mark.parametrize("fixture", ["ort_adamw", "training_info_sgd.onnx"])
+def test_api_selection_is_the_command_lines(fixture, lookahead_cli, tmp_path):
+    """include/exclude (a glob or a list of globs) select what --include/--exclude select."""
+    source = FIXTURES / fixture
+    suffix = ".onnx" if fixture.endswith(".onnx") else ""
+    names = [p["name"] for p in onnx_lookahead.inspect(source)["parameters"]]
+    by_api, by_cli = tmp_path / f"api{suffix}", tmp_path / f"cli{suffix}"
+    summary = onnx_lookahead.rewrite(source, by_api, k=4, alpha=0.5, include=["*1", "*2"], exclude="b*")
+    lookahead_cli.run_ok("rewrite", source, "--output", by_cli, "-k", 4, "--alpha", 0.5,
+                         "--include", "*1", "--include", "*2", "--exclude", "b*")
+    expected = [n for n in names if n[-1] in "12" and not n.startswith("b")]
+    assert expected and len(expected) < len(names)
+    assert sorted(summary["wrapped_parameters"]) == sorted(expected)
+    for out in (by_api, by_cli):
+        flags = {p["name"]: p["lookahead"] for p in onnx_lookahead.inspect(out)["parameters"]}
+        assert flags == {n: n in expected for n in names}
+    with pytest.raises(onnx_lookahead.Error, match="matches no trainable parameter"):
+        onnx_lookahead.rewrite(source, tmp_path / f"none{suffix}", include="zzz*")
+    with pytest.raises(onnx_lookahead.Error, match="glob or a list of globs"):
+        onnx_lookahead.rewrite(source, tmp_path / f"none{suffix}", include=3)
+    assert not (tmp_path / f"none{suffix}").exists()
+
+
 def test_errors_carry_the_command_lines_message(lookahead_cli, tmp_path):
     missing = tmp_path / "missing.onnx"
     with pytest.raises(onnx_lookahead.Error) as caught:

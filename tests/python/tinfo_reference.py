@@ -159,6 +159,7 @@ def _run(
     k: Optional[int],
     alpha: float,
     initial_weights: Optional[Mapping[str, np.ndarray]] = None,
+    wrapped: Optional[List[str]] = None,
 ) -> List[StepRecord]:
     weights = {w: np.asarray(v, np.float64).copy() for w, v in (initial_weights or spec.initial_weights).items()}
     states = [new_optimizer_state(a, weights) for a in spec.algorithms]
@@ -177,6 +178,8 @@ def _run(
             counters[index] += 1
             if counters[index] % k == 0:
                 for w in algorithm.weights:
+                    if wrapped is not None and w not in wrapped:
+                        continue
                     slow[w] = slow[w] + alpha * (weights[w] - slow[w])
                     weights[w] = slow[w].copy()
         eval_losses = {}
@@ -207,6 +210,7 @@ def lookahead_reference_run(
     alpha: float,
     eval_feeds: Optional[Mapping[str, np.ndarray]] = None,
     initial_weights: Optional[Mapping[str, np.ndarray]] = None,
+    wrapped: Optional[List[str]] = None,
 ) -> List[StepRecord]:
     """Lookahead(k, alpha) around the model's own optimizers, one record per feed.
 
@@ -222,4 +226,4 @@ def lookahead_reference_run(
     """
     if k < 1:
         raise ValueError("k must be >= 1")
-    return _run(spec, feeds, eval_feeds, k, alpha, initial_weights)
+    return _run(spec, feeds, eval_feeds, k, alpha, initial_weights, wrapped)

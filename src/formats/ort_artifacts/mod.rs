@@ -152,9 +152,25 @@ impl Adapter for OrtArtifacts {
         options: &RewriteOptions,
         names: &mut NameGenerator,
     ) -> Result<Plan> {
+        let names_of: Vec<String> = self
+            .facts
+            .trainable
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        let selected: std::collections::HashSet<String> =
+            crate::formats::select::select(&names_of, &options.include, &options.exclude)?
+                .into_iter()
+                .collect();
         let training = TrainingGraph {
             model: &self.set.training.model,
-            trainable: self.facts.trainable.clone(),
+            trainable: self
+                .facts
+                .trainable
+                .iter()
+                .filter(|t| selected.contains(&t.name))
+                .cloned()
+                .collect(),
             flag_output: self.facts.flag_output.clone(),
         };
         let eval = self.set.eval.as_ref().map(|e| &e.model);

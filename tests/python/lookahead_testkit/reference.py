@@ -92,15 +92,19 @@ class Trajectory:
 
 
 def reference_run(spec: MlpSpec, opt: OptimizerConfig, schedule, eval_batch,
-                  k: int | None = None, alpha: float | None = None) -> Trajectory:
+                  k: int | None = None, alpha: float | None = None, wrapped=None) -> Trajectory:
     """The reference loop of lookahead.md; k=None runs the plain inner optimizer.
+
+    wrapped: the trainable parameters Lookahead wraps (default: all); the others follow the plain
+    inner optimizer (rewrite --include/--exclude).
 
     schedule[t-1] lists the batches of step t: the gradients of all its forwards are summed, as
     ORT's gradient accumulation does when a step has several forwards.
     """
     inner = opt.make()
     p = spec.init_params()
-    slow = {n: p[n].copy() for n in spec.trainable}
+    wrapped = list(spec.trainable if wrapped is None else wrapped)
+    slow = {n: p[n].copy() for n in wrapped}
     out = Trajectory()
     for t, batches in enumerate(schedule, 1):
         losses, total = [], None
@@ -110,7 +114,7 @@ def reference_run(spec: MlpSpec, opt: OptimizerConfig, schedule, eval_batch,
             total = g if total is None else {n: total[n] + g[n] for n in g}
         inner.step(p, total, t)
         if k is not None and t % k == 0:
-            for n in spec.trainable:
+            for n in wrapped:
                 slow[n] = slow[n] + F32(alpha) * (p[n] - slow[n])
                 p[n] = slow[n].copy()
         out.losses.append(losses)
