@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::inject::ort::AliasOp;
+use crate::scheme::InnerState;
 use crate::{Error, EvalWeights, FinalizeOptions, Options, RewriteOptions};
 
 /// Exit code for a refused lossy write (fields unknown to the schema), distinct from other
@@ -66,6 +67,11 @@ enum Command {
         /// alone (repeatable), e.g. embeddings or normalization weights.
         #[arg(long = "exclude", value_name = "GLOB")]
         exclude: Vec<String>,
+        /// What a sync does to the inner optimizer's state: keep it (the paper), reset it to its
+        /// initial state (optax reset_state), or pull the momentum back like the weights (the
+        /// authors' code).
+        #[arg(long, value_enum, default_value_t = Inner::Keep)]
+        inner_state: Inner,
         /// ONNX Runtime artifacts: which weights evaluation and export_model_for_inferencing read:
         /// the Lookahead weights (the ones training continues from) or the slow weights.
         #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
@@ -117,6 +123,23 @@ impl From<Weights> for EvalWeights {
         match w {
             Weights::Lookahead => EvalWeights::Lookahead,
             Weights::Slow => EvalWeights::Slow,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Inner {
+    Keep,
+    Reset,
+    Pullback,
+}
+
+impl From<Inner> for InnerState {
+    fn from(i: Inner) -> Self {
+        match i {
+            Inner::Keep => InnerState::Keep,
+            Inner::Reset => InnerState::Reset,
+            Inner::Pullback => InnerState::Pullback,
         }
     }
 }
@@ -207,9 +230,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             eval_weights,
             include,
             exclude,
+            inner_state,
         } => {
             let options = RewriteOptions {
-                lookahead: Options::new(k, alpha)?,
+                lookahead: Options::new(k, alpha)?.with_inner_state(inner_state.into()),
                 force,
                 allow_lossy,
                 alias: if parallel_safe {

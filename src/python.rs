@@ -11,6 +11,7 @@ use pyo3::create_exception;
 use pyo3::prelude::*;
 
 use crate::inject::ort::AliasOp;
+use crate::scheme::InnerState;
 use crate::{Error as LibError, EvalWeights, FinalizeOptions, Options, RewriteOptions};
 
 create_exception!(
@@ -71,8 +72,16 @@ fn weights(name: &str) -> PyResult<EvalWeights> {
     }
 }
 
+fn inner_state(name: &str) -> PyResult<InnerState> {
+    InnerState::from_id(name).ok_or_else(|| {
+        Error::new_err(format!(
+            "invalid option: inner_state must be \"keep\", \"reset\" or \"pullback\", got {name:?}"
+        ))
+    })
+}
+
 #[pyfunction]
-#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights, include, exclude))]
+#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights, include, exclude, inner_state))]
 #[allow(clippy::too_many_arguments)]
 fn rewrite(
     py: Python<'_>,
@@ -86,8 +95,11 @@ fn rewrite(
     eval_weights: &str,
     include: Vec<String>,
     exclude: Vec<String>,
+    inner_state: &str,
 ) -> PyResult<String> {
-    let lookahead = Options::new(k, alpha).map_err(|e| Error::new_err(e.to_string()))?;
+    let lookahead = Options::new(k, alpha)
+        .map_err(|e| Error::new_err(e.to_string()))?
+        .with_inner_state(self::inner_state(inner_state)?);
     let options = RewriteOptions {
         lookahead,
         force,

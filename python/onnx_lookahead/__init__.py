@@ -46,6 +46,7 @@ def rewrite(
     eval_weights: str = "lookahead",
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    inner_state: str = "keep",
 ) -> Dict[str, Any]:
     """Writes a Lookahead version of ``input`` to ``output`` and returns what it did.
 
@@ -57,7 +58,10 @@ def rewrite(
     dropped. ``parallel_safe``: artifacts that also run with ORT_PARALLEL. ``eval_weights``:
     ``"lookahead"`` or ``"slow"``, the weights evaluation and export read (ORT artifacts).
     ``include`` / ``exclude``: glob patterns (``*``, ``?``, ``[...]``) of trainable parameter names
-    to wrap (default: all) and to leave to the inner optimizer alone.
+    to wrap (default: all) and to leave to the inner optimizer alone. ``inner_state``: what a
+    sync does to the inner optimizer's state: ``"keep"`` (the paper), ``"reset"`` (restart it, as
+    optax's ``reset_state``) or ``"pullback"`` (interpolate the momentum like the weights, as the
+    authors' code).
 
     Returns ``{"format", "output", "optimizer", "k", "alpha", "wrapped_parameters",
     "injected_nodes", "state_bytes", "notes"}``.
@@ -74,6 +78,7 @@ def rewrite(
         str(eval_weights),
         _patterns("include", include),
         _patterns("exclude", exclude),
+        str(inner_state),
     )
     return json.loads(summary)
 

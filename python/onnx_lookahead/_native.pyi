@@ -20,6 +20,7 @@ def rewrite(
     eval_weights: str,
     include: List[str],
     exclude: List[str],
+    inner_state: str,
 ) -> str: ...
 def inspect(input: str) -> str: ...
 def finalize(

@@ -10,21 +10,27 @@
 //! sync   = (step' mod period == 0)
 //! fast'', state' = If(sync) then: the scheme's sync of (W_new, state)
 //!                           else: fast'' = W_new; state' = state
-//! update_binding: W <- fast'', state <- state', step <- step'   (optimizer state untouched)
+//! update_binding: W <- fast'', state <- state', step <- step'
 //! initialization (if the entry has one): state <- W's initial value, step <- 0
 //! ```
+//! With `--inner-state reset|pullback` the optimizer's own state (moments, accumulators, update
+//! count) rides through the same If: the then-branch applies the scheme's `sync_inner`, the
+//! else-branch passes the optimizer's new state on; the scheme's caches (pullback: the momentum
+//! at the last sync) start at zero and are reset to zero by the initialization.
 //! Only the If's then-branch does per-element arithmetic, so non-sync steps cost copies at most.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::{Error, Result};
+use crate::formats::training_info::InnerBinding;
 use crate::generated::onnx::{ModelProto, TensorProto, ValueInfoProto, tensor_proto::DataType};
 use crate::graph::build::{self, Node};
 use crate::graph::emit::Emitter;
 use crate::graph::names::NameGenerator;
 use crate::graph::patch::{BindingEdit, GraphEdit, GraphId, ModelPatch};
 use crate::record::WrappedParameter;
-use crate::scheme::{Param, Scheme};
+use crate::scheme::inner_state::zeros_of_shape;
+use crate::scheme::{InnerSlot, Param, Scheme};
 
 use super::{NAME_PREFIX, branch_output, if_node};
 
@@ -39,6 +45,25 @@ pub struct Weight<'m> {
     /// The weight's initializer in ModelProto.graph (its bytes or external region are shared by
     /// the state tensors).
     pub initializer: &'m TensorProto,
+    /// The optimizer state a sync changes (the scheme's `inner_state().synced_slots()`).
+    pub inner: Vec<InnerBinding>,
+}
+
+fn inner_param(b: &InnerBinding) -> Param<'_> {
+    Param {
+        name: &b.key,
+        data_type: b.data_type,
+    }
+}
+
+fn inner_value_info(b: &InnerBinding, name: &str) -> ValueInfoProto {
+    build::value_info(name, b.data_type, Some(&b.dims))
+}
+
+/// A scheme cache of one inner-optimizer state tensor: its name, and the tensor it shadows.
+struct Cache<'w> {
+    name: String,
+    of: &'w InnerBinding,
 }
 
 impl Weight<'_> {
@@ -138,6 +163,29 @@ fn inject_entry(
             );
         }
     }
+    // The optimizer's per-weight state the sync changes, with the scheme's caches of it (zeros),
+    // and the update counts (one per optimizer node, shared by its weights).
+    let mut inner: Vec<(usize, &InnerBinding, Vec<Cache>)> = Vec::new();
+    let mut counts: Vec<&InnerBinding> = Vec::new();
+    for (index, w) in weights.iter().enumerate() {
+        for b in &w.inner {
+            if b.slot == InnerSlot::Count {
+                if !counts.iter().any(|c| c.key == b.key) {
+                    counts.push(b);
+                }
+                continue;
+            }
+            let mut caches = Vec::new();
+            for role in scheme.inner_state_slots(b.slot) {
+                let name = names.fresh(&format!("{NAME_PREFIX}{role}__{}", b.key));
+                patch.edit(g, GraphEdit::AddInitializer(zeros(b, &name)?));
+                caches.push(Cache { name, of: b });
+            }
+            inner.push((index, b, caches));
+        }
+    }
+    let cache_names =
+        |caches: &[Cache]| -> Vec<String> { caches.iter().map(|c| c.name.clone()).collect() };
     // The branches' outputs: every fast value first, then every state value.
     let (then_nodes, then_outputs) = {
         let mut then = Emitter::new(names, NAME_PREFIX);
@@ -150,10 +198,40 @@ fn inject_entry(
                 state.push(w.value_info(&branch_output(&mut then, &mut used, new)));
             }
         }
+        let (mut inner_new, mut caches_new) = (Vec::new(), Vec::new());
+        for (_, b, caches) in &inner {
+            let synced = scheme.sync_inner(
+                &mut then,
+                inner_param(b),
+                b.slot,
+                &b.update_value,
+                &cache_names(caches),
+            )?;
+            inner_new.push(inner_value_info(
+                b,
+                &branch_output(&mut then, &mut used, &synced.fast),
+            ));
+            for (cache, new) in caches.iter().zip(&synced.state) {
+                caches_new.push(inner_value_info(
+                    cache.of,
+                    &branch_output(&mut then, &mut used, new),
+                ));
+            }
+        }
+        for b in &counts {
+            let synced =
+                scheme.sync_inner(&mut then, inner_param(b), b.slot, &b.update_value, &[])?;
+            inner_new.push(inner_value_info(
+                b,
+                &branch_output(&mut then, &mut used, &synced.fast),
+            ));
+        }
         for c in then.take_constants() {
             patch.edit(g, GraphEdit::AddInitializer(c));
         }
         fast.extend(state);
+        fast.extend(inner_new);
+        fast.extend(caches_new);
         (then.take_nodes(), fast)
     };
     let (else_nodes, else_outputs) = {
@@ -166,7 +244,28 @@ fn inject_entry(
                 state.push(w.value_info(&branch_output(&mut els, &mut used, old)));
             }
         }
+        let (mut inner_old, mut caches_old) = (Vec::new(), Vec::new());
+        for (_, b, caches) in &inner {
+            inner_old.push(inner_value_info(
+                b,
+                &branch_output(&mut els, &mut used, &b.update_value),
+            ));
+            for cache in caches {
+                caches_old.push(inner_value_info(
+                    cache.of,
+                    &branch_output(&mut els, &mut used, &cache.name),
+                ));
+            }
+        }
+        for b in &counts {
+            inner_old.push(inner_value_info(
+                b,
+                &branch_output(&mut els, &mut used, &b.update_value),
+            ));
+        }
         fast.extend(state);
+        fast.extend(inner_old);
+        fast.extend(caches_old);
         (els.take_nodes(), fast)
     };
     let mut if_outputs = Vec::new();
@@ -185,6 +284,22 @@ fn inject_entry(
             bindings.push((s.clone(), next.clone(), w.value_info(&next)));
             if_outputs.push(next);
         }
+    }
+    // Same order as the branches: inner state (and counts), then caches.
+    let inner_keys = inner
+        .iter()
+        .map(|(_, b, _)| *b)
+        .chain(counts.iter().copied());
+    let cache_keys = inner
+        .iter()
+        .flat_map(|(_, _, caches)| caches.iter().map(|c| (c.name.as_str(), c.of)));
+    for (key, b) in inner_keys.map(|b| (b.key.as_str(), b)).chain(cache_keys) {
+        let next = names.fresh(&format!(
+            "{NAME_PREFIX}{}_next",
+            key.trim_start_matches(NAME_PREFIX)
+        ));
+        bindings.push((key.to_string(), next.clone(), inner_value_info(b, &next)));
+        if_outputs.push(next);
     }
     let sync_node = if_node(
         names,
@@ -216,27 +331,34 @@ fn inject_entry(
             .binding_edits
             .push(BindingEdit::SetUpdate { info, key, value });
     }
-    reset_on_initialization(model, info, &step, &wrapped, names, patch);
+    let caches: Vec<&Cache> = inner.iter().flat_map(|(_, _, c)| c).collect();
+    reset_on_initialization(model, info, &step, &wrapped, &caches, names, patch)?;
+    // The record lists each weight's caches after its own state.
+    let mut wrapped = wrapped;
+    for (index, _, caches) in &inner {
+        wrapped[*index].state.extend(cache_names(caches));
+    }
     injection.wrapped.extend(wrapped);
     injection.counters.push(step);
     Ok(())
 }
 
 /// Re-initialisation (when the entry has an initialization) resets each state tensor to its
-/// weight's initial value and the step to 0.
+/// weight's initial value, the scheme's caches to zero and the step to 0.
 fn reset_on_initialization(
     model: &ModelProto,
     info: usize,
     step: &str,
     wrapped: &[WrappedParameter],
+    caches: &[&Cache],
     names: &mut NameGenerator,
     patch: &mut ModelPatch,
-) {
+) -> Result<()> {
     let Some(entry) = model.training_info.get(info) else {
-        return;
+        return Ok(());
     };
     if entry.initialization.is_none() && entry.initialization_binding.is_empty() {
-        return;
+        return Ok(());
     }
     let g = GraphId::Initialization(info);
     let mut e = Emitter::new(names, NAME_PREFIX);
@@ -248,6 +370,25 @@ fn reset_on_initialization(
             .attr_tensor("value", value)
             .build(),
     );
+    let mut cache_zeros = Vec::new();
+    for cache in caches {
+        let dims: Vec<u8> = cache.of.dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let shape = e.fresh(&format!("shape__{}", cache.name));
+        let shape_value = build::tensor_raw(
+            &shape,
+            DataType::Int64,
+            &[cache.of.dims.len() as i64],
+            bytes::Bytes::from(dims),
+        );
+        e.node(
+            Node::new("Constant")
+                .outputs([&shape])
+                .attr_tensor("value", shape_value)
+                .build(),
+        );
+        let zero = zeros_of_shape(&mut e, &shape, cache.of.data_type, &cache.name)?;
+        cache_zeros.push((cache, zero));
+    }
     for node in e.take_nodes() {
         patch.add_node(g, node);
     }
@@ -278,6 +419,36 @@ fn reset_on_initialization(
                 });
             }
         }
+    }
+    for (cache, zero) in cache_zeros {
+        patch.edit(g, GraphEdit::AddOutput(inner_value_info(cache.of, &zero)));
+        patch.binding_edits.push(BindingEdit::SetInitialization {
+            info,
+            key: cache.name.clone(),
+            value: zero,
+        });
+    }
+    Ok(())
+}
+
+/// A zero tensor with the type and shape of `b`, named `name`.
+fn zeros(b: &InnerBinding, name: &str) -> Result<TensorProto> {
+    let dtype = DataType::try_from(b.data_type).ok();
+    let bytes = crate::io::dtype::tensor_byte_length(&b.dims, b.data_type)
+        .and_then(|n| usize::try_from(n).ok());
+    match (dtype, bytes) {
+        (Some(dtype), Some(bytes)) => Ok(build::tensor_raw(
+            name,
+            dtype,
+            &b.dims,
+            bytes::Bytes::from(vec![0u8; bytes]),
+        )),
+        _ => Err(Error::InvalidOption(format!(
+            "optimizer state {} has type {} and shape {:?}, which --inner-state cannot hold",
+            b.key,
+            crate::io::dtype::name(b.data_type),
+            b.dims
+        ))),
     }
 }
 

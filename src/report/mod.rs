@@ -68,6 +68,8 @@ pub struct RewriteReport {
     pub mode: String,
     /// Which weights evaluation reads: "lookahead" or "slow".
     pub eval_weights: String,
+    /// What a sync does to the inner optimizer's state: "keep", "reset" or "pullback".
+    pub inner_state: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -157,6 +159,12 @@ pub fn build(input: &dyn Adapter) -> Report {
                 scheme: r.scheme.clone(),
                 mode: r.mode.id().to_string(),
                 eval_weights: r.eval_weights.id().to_string(),
+                inner_state: r
+                    .settings
+                    .get("inner_state")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("keep")
+                    .to_string(),
             }),
             r.parameters.iter().map(|p| p.name.clone()).collect(),
             r.state_names(),

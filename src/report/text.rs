@@ -105,6 +105,9 @@ impl Report {
                 ", {}, evaluates at the {} weights",
                 r.mode, r.eval_weights
             );
+            if r.inner_state != "keep" {
+                let _ = write!(how, ", inner optimizer state: {} at a sync", r.inner_state);
+            }
         }
         let _ = writeln!(s, "lookahead: k={} alpha={} ({how})", l.k, l.alpha);
         if let Some(position) = l.position {

@@ -1,24 +1,30 @@
 //! Lookahead (Zhang, Lucas, Hinton, Ba 2019, Algorithm 1): one slow copy per parameter; after
 //! every k inner steps `slow <- slow + alpha * (fast - slow); fast <- slow`. The inner optimizer's
-//! state is kept (the paper's default).
+//! state is kept (the paper's default), reset or pulled back (`InnerState`).
 
 use serde_json::{Map, Value, json};
 
+use super::inner_state::{InnerSlot, InnerState, zeros_like};
 use super::{EvalWeights, Param, Scheme, Synced};
 use crate::error::{Error, Result};
 use crate::graph::emit::Emitter;
 use crate::io::dtype;
 
-/// Lookahead(k, alpha).
+/// Lookahead(k, alpha), and what a sync does to the inner optimizer's state.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Lookahead {
     pub k: u64,
     pub alpha: f64,
+    pub inner_state: InnerState,
 }
 
 impl Default for Lookahead {
     fn default() -> Self {
-        Lookahead { k: 5, alpha: 0.5 }
+        Lookahead {
+            k: 5,
+            alpha: 0.5,
+            inner_state: InnerState::Keep,
+        }
     }
 }
 
@@ -34,7 +40,18 @@ impl Lookahead {
                 "alpha must satisfy 0 < alpha <= 1, got {alpha:?}"
             )));
         }
-        Ok(Lookahead { k, alpha })
+        Ok(Lookahead {
+            k,
+            alpha,
+            inner_state: InnerState::Keep,
+        })
+    }
+
+    pub fn with_inner_state(self, inner_state: InnerState) -> Self {
+        Lookahead {
+            inner_state,
+            ..self
+        }
     }
 
     /// The name of alpha in the parameter's type, refused when the type rounds it to 0, or to 1
@@ -74,7 +91,66 @@ impl Scheme for Lookahead {
         let mut settings = Map::new();
         settings.insert("k".into(), json!(self.k));
         settings.insert("alpha".into(), json!(self.alpha));
+        if self.inner_state != InnerState::Keep {
+            settings.insert("inner_state".into(), json!(self.inner_state.id()));
+        }
         settings
+    }
+
+    fn inner_state(&self) -> InnerState {
+        self.inner_state
+    }
+
+    fn inner_state_slots(&self, slot: InnerSlot) -> &'static [&'static str] {
+        match (self.inner_state, slot) {
+            (InnerState::Pullback, InnerSlot::Momentum) => &["cached_momentum"],
+            _ => &[],
+        }
+    }
+
+    fn sync_inner(
+        &self,
+        e: &mut Emitter,
+        p: Param,
+        slot: InnerSlot,
+        value: &str,
+        cache: &[String],
+    ) -> Result<Synced> {
+        let unchanged = Synced {
+            fast: value.to_string(),
+            state: cache.to_vec(),
+        };
+        match (self.inner_state, slot) {
+            (InnerState::Keep, _) => Ok(unchanged),
+            (InnerState::Reset, _) => Ok(Synced {
+                fast: zeros_like(e, value, p.data_type, p.name)?,
+                state: cache.to_vec(),
+            }),
+            // The authors' pullback: m <- alpha * m + (1 - alpha) * m_cached; m_cached <- m.
+            (InnerState::Pullback, InnerSlot::Momentum) => {
+                let cached = cache.first().ok_or_else(|| Error::Validation {
+                    graph: p.name.to_string(),
+                    reason: "pullback needs the cached momentum".into(),
+                })?;
+                if self.alpha == 1.0 {
+                    return Ok(Synced {
+                        fast: value.to_string(),
+                        state: vec![value.to_string()],
+                    });
+                }
+                // cached + alpha * (m - cached): the same interpolation, and rounding, as the
+                // weights'.
+                let alpha = self.alpha_constant(e, p)?;
+                let diff = e.op("Sub", &[value, cached], &format!("diff__{}", p.name));
+                let step = e.op("Mul", &[&alpha, &diff], &format!("scaled__{}", p.name));
+                let pulled = e.op("Add", &[cached, &step], &format!("pulled__{}", p.name));
+                Ok(Synced {
+                    fast: pulled.clone(),
+                    state: vec![pulled],
+                })
+            }
+            (InnerState::Pullback, _) => Ok(unchanged),
+        }
     }
 
     fn period(&self) -> u64 {

@@ -3,6 +3,7 @@
 //! scheme into ORT artifacts and training_info models through this trait, so a second scheme
 //! (an EMA of the weights, SWA) is one new file here.
 
+pub mod inner_state;
 pub mod lookahead;
 
 use serde_json::{Map, Value};
@@ -10,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::Result;
 use crate::graph::emit::Emitter;
 
+pub use inner_state::{InnerSlot, InnerState};
 pub use lookahead::Lookahead;
 
 /// A wrapped parameter as a scheme sees it: its name (for messages) and element type (for
@@ -66,6 +68,34 @@ pub trait Scheme {
     /// optimizer's step, `state` its state tensors (in `state_slots` order).
     fn sync(&self, e: &mut Emitter, p: Param, fast: &str, state: &[String]) -> Result<Synced>;
 
+    /// How a sync treats the inner optimizer's state (`--inner-state`).
+    fn inner_state(&self) -> InnerState {
+        InnerState::Keep
+    }
+
+    /// The tensors the scheme keeps for one inner-optimizer slot of a wrapped parameter, by role
+    /// (Lookahead pullback: the momentum cached at the last sync); each starts at zero.
+    fn inner_state_slots(&self, _slot: InnerSlot) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Emits what a sync does to one inner-optimizer state tensor of slot `slot` (one of
+    /// `inner_state().synced_slots()`): `value` is its value after the inner step, `cache` the
+    /// scheme's tensors for it (in `inner_state_slots` order). `p` names the state tensor.
+    fn sync_inner(
+        &self,
+        _e: &mut Emitter,
+        _p: Param,
+        _slot: InnerSlot,
+        value: &str,
+        cache: &[String],
+    ) -> Result<Synced> {
+        Ok(Synced {
+            fast: value.to_string(),
+            state: cache.to_vec(),
+        })
+    }
+
     /// Emits what evaluation reads for one parameter whose current value is `fast`: right after
     /// a sync step (`at_sync`: the sync is pending until the next training forward performs it)
     /// or between syncs. A name equal to an input means that input itself.
@@ -99,7 +129,17 @@ pub fn from_record(record: &crate::record::RewriteRecord) -> Result<Box<dyn Sche
             let k = record.setting_u64("k");
             let alpha = record.setting_f64("alpha");
             match (k, alpha) {
-                (Some(k), Some(alpha)) => Ok(Box::new(Lookahead::new(k, alpha)?)),
+                (Some(k), Some(alpha)) => {
+                    let inner = match record.settings.get("inner_state") {
+                        None => InnerState::Keep,
+                        Some(v) => v.as_str().and_then(InnerState::from_id).ok_or_else(|| {
+                            crate::error::Error::InvalidOption(format!(
+                                "the record of the rewrite has an unknown inner_state {v}"
+                            ))
+                        })?,
+                    };
+                    Ok(Box::new(Lookahead::new(k, alpha)?.with_inner_state(inner)))
+                }
                 _ => Err(crate::error::Error::InvalidOption(
                     "the record of the rewrite has no valid k and alpha".into(),
                 )),

@@ -160,11 +160,13 @@ def _run(
     alpha: float,
     initial_weights: Optional[Mapping[str, np.ndarray]] = None,
     wrapped: Optional[List[str]] = None,
+    inner_state: str = "keep",
 ) -> List[StepRecord]:
     weights = {w: np.asarray(v, np.float64).copy() for w, v in (initial_weights or spec.initial_weights).items()}
     states = [new_optimizer_state(a, weights) for a in spec.algorithms]
     slow = {w: weights[w].copy() for w in spec.weight_names}  # phi_0 = theta_0
     counters = [0 for _ in spec.algorithms]
+    cached_momentum = {w: np.zeros_like(weights[w]) for w in spec.weight_names}  # pullback
     records = []
     for feed in feeds:
         losses = {}
@@ -177,16 +179,39 @@ def _run(
             # step, before the next algorithm of the same iteration runs.
             counters[index] += 1
             if counters[index] % k == 0:
-                for w in algorithm.weights:
-                    if wrapped is not None and w not in wrapped:
-                        continue
+                synced = [w for w in algorithm.weights if wrapped is None or w in wrapped]
+                for w in synced:
                     slow[w] = slow[w] + alpha * (weights[w] - slow[w])
                     weights[w] = slow[w].copy()
+                _sync_inner_state(inner_state, states[index], synced, cached_momentum, alpha)
         eval_losses = {}
         if eval_feeds is not None:
             eval_losses = {head.label: loss(head, weights, eval_feeds) for head in spec.heads}
         records.append(StepRecord(losses, {w: v.copy() for w, v in weights.items()}, eval_losses))
     return records
+
+
+def _sync_inner_state(policy: str, state: OptimizerState, synced: List[str], cached: Dict[str, np.ndarray],
+                      alpha: float) -> None:
+    """What a sync does to the inner optimizer's state (rewrite --inner-state).
+
+    reset: the synced weights' moments/accumulators restart at zero and the optimizer's update
+    count at 0, as a fresh optimizer (optax reset_state; the count is the node's, so every weight
+    of the node is synced). pullback (the authors' code): the momentum (Adam: the first moment)
+    is interpolated with the one cached at the previous sync (zero at first), which it replaces.
+    """
+    if policy == "reset":
+        for slot in state.slots.values():
+            for w in synced:
+                slot[w] = np.zeros_like(slot[w])
+        state.count = 0
+    elif policy == "pullback":
+        for w in synced:
+            v = state.slots["V"]
+            v[w] = cached[w] + alpha * (v[w] - cached[w])
+            cached[w] = v[w].copy()
+    elif policy != "keep":
+        raise ValueError(policy)
 
 
 def plain_reference_run(
@@ -211,12 +236,14 @@ def lookahead_reference_run(
     eval_feeds: Optional[Mapping[str, np.ndarray]] = None,
     initial_weights: Optional[Mapping[str, np.ndarray]] = None,
     wrapped: Optional[List[str]] = None,
+    inner_state: str = "keep",
 ) -> List[StepRecord]:
     """Lookahead(k, alpha) around the model's own optimizers, one record per feed.
 
     Slow weights are copies of the initial weights (taken before the first step, never lazily);
     after inner steps k, 2k, ... each algorithm's weights are pulled towards and then reset to the
-    slow weights; the optimizer state (moments, update count T) is kept across syncs.
+    slow weights; the optimizer state (moments, update count T) is kept across syncs
+    (``inner_state="keep"``; "reset" and "pullback": see ``_sync_inner_state``).
 
     With several TrainingInfoProto entries each algorithm carries its own Lookahead (its weights,
     slow copies and counter) and syncs right after its own update, before the next algorithm of
@@ -226,4 +253,4 @@ def lookahead_reference_run(
     """
     if k < 1:
         raise ValueError("k must be >= 1")
-    return _run(spec, feeds, eval_feeds, k, alpha, initial_weights, wrapped)
+    return _run(spec, feeds, eval_feeds, k, alpha, initial_weights, wrapped, inner_state)

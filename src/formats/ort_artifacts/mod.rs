@@ -25,7 +25,7 @@ use crate::io::checkpoint::{Checkpoint, read_checkpoint};
 use crate::io::model::{ModelFile, load_model};
 use crate::options::{FinalizeOptions, RewriteOptions};
 use crate::record::{Mode, RewriteRecord};
-use crate::scheme::Scheme;
+use crate::scheme::{InnerState, Scheme};
 
 /// The files of one artifacts set, loaded (models and checkpoint memory-mapped).
 pub struct ArtifactSet {
@@ -117,6 +117,24 @@ fn reserved_names(set: &ArtifactSet) -> NameGenerator {
     names
 }
 
+/// What `--inner-state` ONNX Runtime 1.19.2 artifacts allow (experiments:
+/// docs/experiments/ort_inner_state/).
+fn inner_state_supported(policy: InnerState, optimizer: &str) -> Result<()> {
+    match policy {
+        InnerState::Keep => Ok(()),
+        _ if optimizer == "SGD" => Err(Error::InvalidOption(format!(
+            "--inner-state {}: ONNX Runtime SGD artifacts keep no inner optimizer state (SGDOptimizerV2 has no momentum; the checkpoint's momentum0 is never read), so there is nothing to change at a sync; use --inner-state keep",
+            policy.id()
+        ))),
+        InnerState::Pullback => Err(Error::InvalidOption(
+            "--inner-state pullback is not possible for ONNX Runtime AdamW artifacts: only the optimizer model can write AdamW's momentum, and ONNX Runtime 1.19.2 gives it nowhere to keep the momentum saved at the previous sync (its inputs are fixed to the parameters, their gradients and the two moments, all in use at every step; the checkpoint's frozen parameters reach only the training and eval graphs); use --inner-state keep or reset".into(),
+        )),
+        InnerState::Reset => Err(Error::InvalidOption(
+            "--inner-state reset is not implemented for ONNX Runtime AdamW artifacts yet; use --inner-state keep".into(),
+        )),
+    }
+}
+
 impl Adapter for OrtArtifacts {
     fn format(&self) -> Format {
         Format::OrtArtifacts
@@ -152,6 +170,10 @@ impl Adapter for OrtArtifacts {
         options: &RewriteOptions,
         names: &mut NameGenerator,
     ) -> Result<Plan> {
+        inner_state_supported(
+            scheme.inner_state(),
+            self.analysis.optimizer.as_deref().unwrap_or(""),
+        )?;
         let names_of: Vec<String> = self
             .facts
             .trainable

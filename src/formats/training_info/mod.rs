@@ -29,6 +29,11 @@ use crate::record::{Mode, Recorded, RewriteRecord};
 use crate::report::NodeRef;
 use crate::scheme::{EvalWeights, Scheme};
 
+mod inner_state;
+
+pub use inner_state::InnerBinding;
+use inner_state::{inner_bindings, synced_inner_state};
+
 pub const PREVIEW_TRAINING_DOMAIN: &str = "ai.onnx.preview.training";
 
 /// How a weight is updated.
@@ -84,6 +89,9 @@ pub struct TrainedWeight {
     pub update_node: UpdateNode,
     pub data_type: i32,
     pub dims: Vec<i64>,
+    /// The optimizer node's state for this weight (and its update count), where update_binding
+    /// carries it from one run to the next.
+    pub inner: Vec<InnerBinding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -141,6 +149,26 @@ pub fn analyze(
         let empty = GraphProto::default();
         let algorithm = info.algorithm.as_ref().unwrap_or(&empty);
         let algo_flow = dataflow(algorithm, &format!("algorithm[{info_index}]"), path)?;
+        let bound: HashMap<&str, &str> = info
+            .update_binding
+            .iter()
+            .map(|b| {
+                let key = b.key();
+                let value = original_values.get(&(info_index, key)).copied();
+                (key, value.unwrap_or(b.value()))
+            })
+            .collect();
+        let algo_inits: HashMap<&str, &TensorProto> = algorithm
+            .initializer
+            .iter()
+            .map(|t| (t.name(), t))
+            .collect();
+        let typed = |name: &str| {
+            main_inits
+                .get(name)
+                .or_else(|| algo_inits.get(name))
+                .map(|t| (t.data_type(), t.dims.clone()))
+        };
         // Inputs in optimizer state slots: keys bound there are state even if they are floats
         // in the main graph (unusual, but then they are still not weights).
         let mut state_inputs: BTreeMap<&str, ()> = BTreeMap::new();
@@ -164,9 +192,11 @@ pub fn analyze(
             let from_algorithm = algo_flow
                 .produced_by(value)
                 .map(|(i, slot)| (&algorithm.node[i], i, slot));
+            let mut inner = Vec::new();
             let update = match from_algorithm {
                 Some((node, i, slot)) => match optimizer_layout(node) {
                     Some((kind, n)) if slot < n => {
+                        inner = inner_bindings(node, kind, (n, slot), &bound, &typed);
                         Some((kind, node, i, format!("algorithm[{info_index}]")))
                     }
                     Some(_) => None, // a state output
@@ -206,6 +236,7 @@ pub fn analyze(
                         update_node,
                         data_type: init.data_type(),
                         dims: init.dims.clone(),
+                        inner,
                     });
                 }
                 _ => analysis.state_keys.push(key.to_string()),
@@ -392,7 +423,7 @@ impl Adapter for TrainingInfoModel {
             initializers.entry(t.name()).or_insert(t);
         }
         let names_of: Vec<String> = self.weights.iter().map(|w| w.name.clone()).collect();
-        let selected: std::collections::HashSet<String> =
+        let selected: HashSet<String> =
             crate::formats::select::select(&names_of, &options.include, &options.exclude)?
                 .into_iter()
                 .collect();
@@ -412,6 +443,7 @@ impl Adapter for TrainingInfoModel {
                     name: w.name.clone(),
                     update_value: w.update_value.clone(),
                     initializer,
+                    inner: synced_inner_state(scheme, w, &self.weights, &selected)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
