@@ -69,3 +69,22 @@ fn ort_sgd_rewrite_parallel_safe() {
         .to_string();
     insta::assert_snapshot!(training);
 }
+
+#[test]
+fn ort_adamw_inner_state_reset_optimizer_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("artifacts");
+    let mut options = options(3, 0.5);
+    options.lookahead = options
+        .lookahead
+        .with_inner_state(onnx_lookahead::scheme::InnerState::Reset);
+    onnx_lookahead::rewrite(&fixture("ort_adamw"), &out, &options).unwrap();
+    let dump = onnx_lookahead::dump(&out).unwrap();
+    // The training and eval graphs are those of keep; only the optimizer model is patched.
+    let optimizer = dump
+        .split("# optimizer_model.onnx")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    insta::assert_snapshot!(optimizer);
+}

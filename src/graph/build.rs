@@ -59,6 +59,16 @@ impl Node {
         self
     }
 
+    pub fn attr_float(mut self, name: &str, value: f32) -> Self {
+        self.proto.attribute.push(AttributeProto {
+            name: Some(name.to_string()),
+            r#type: Some(AttributeType::Float as i32),
+            f: Some(value),
+            ..Default::default()
+        });
+        self
+    }
+
     pub fn attr_tensor(mut self, name: &str, value: TensorProto) -> Self {
         self.proto.attribute.push(AttributeProto {
             name: Some(name.to_string()),

@@ -4,6 +4,7 @@
 //! edits a model.
 
 pub mod ort;
+pub mod ort_optimizer;
 pub mod training_info;
 
 use std::collections::HashSet;

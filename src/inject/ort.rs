@@ -1,6 +1,7 @@
 //! Wiring an averaging scheme into ONNX Runtime on-device training artifacts (onnxruntime-training
 //! 1.19.2), "design D without per-step cost" of README. The optimizer model is not touched, so any
-//! inner optimizer works and its state is kept as is.
+//! inner optimizer works and its state is kept as is (`--inner-state reset` patches it on its
+//! own: `ort_optimizer.rs`).
 //!
 //! Checkpoint: per wrapped parameter P one frozen parameter per state slot of the scheme
 //! (`lookahead__slow__P`, starting equal to P), and `lookahead__step` (float[1] = 0), the position
@@ -187,7 +188,7 @@ pub fn inject(
     })
 }
 
-fn elem_type(info: &ValueInfoProto) -> Option<i32> {
+pub(crate) fn elem_type(info: &ValueInfoProto) -> Option<i32> {
     match info.r#type.as_ref()?.value.as_ref()? {
         crate::generated::onnx::type_proto::Value::TensorType(t) => t.elem_type,
         _ => None,

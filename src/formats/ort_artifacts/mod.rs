@@ -21,6 +21,7 @@ use crate::graph::names::NameGenerator;
 use crate::graph::patch::ModelPatch;
 use crate::graph::validate::Validated;
 use crate::inject::ort::{TrainableInput, TrainingGraph, inject};
+use crate::inject::ort_optimizer::reset_adamw_state;
 use crate::io::checkpoint::{Checkpoint, read_checkpoint};
 use crate::io::model::{ModelFile, load_model};
 use crate::options::{FinalizeOptions, RewriteOptions};
@@ -117,6 +118,16 @@ fn reserved_names(set: &ArtifactSet) -> NameGenerator {
     names
 }
 
+/// The optimizer step the checkpoint holds (0 without optimizer state): the inner-state reset
+/// counts its cycles from there, in step with the Lookahead counter the rewrite starts at 0.
+fn optimizer_step(checkpoint: &Checkpoint) -> i64 {
+    checkpoint
+        .optimizer_groups
+        .first()
+        .map(|g| g.step)
+        .unwrap_or(0)
+}
+
 /// What `--inner-state` ONNX Runtime 1.19.2 artifacts allow (experiments:
 /// docs/experiments/ort_inner_state/).
 fn inner_state_supported(policy: InnerState, optimizer: &str) -> Result<()> {
@@ -129,9 +140,7 @@ fn inner_state_supported(policy: InnerState, optimizer: &str) -> Result<()> {
         InnerState::Pullback => Err(Error::InvalidOption(
             "--inner-state pullback is not possible for ONNX Runtime AdamW artifacts: only the optimizer model can write AdamW's momentum, and ONNX Runtime 1.19.2 gives it nowhere to keep the momentum saved at the previous sync (its inputs are fixed to the parameters, their gradients and the two moments, all in use at every step; the checkpoint's frozen parameters reach only the training and eval graphs); use --inner-state keep or reset".into(),
         )),
-        InnerState::Reset => Err(Error::InvalidOption(
-            "--inner-state reset is not implemented for ONNX Runtime AdamW artifacts yet; use --inner-state keep".into(),
-        )),
+        InnerState::Reset => Ok(()),
     }
 }
 
@@ -195,6 +204,11 @@ impl Adapter for OrtArtifacts {
                 .collect(),
             flag_output: self.facts.flag_output.clone(),
         };
+        if scheme.inner_state() == InnerState::Reset && selected.len() != names_of.len() {
+            return Err(Error::InvalidOption(
+                "--inner-state reset cannot be combined with --include/--exclude for ONNX Runtime artifacts: the optimizer model gets every parameter's moments in one unordered sequence, so a reset would restart the inner optimizer of the parameters left out too".into(),
+            ));
+        }
         let eval = self.set.eval.as_ref().map(|e| &e.model);
         let injection = inject(
             scheme,
@@ -211,6 +225,17 @@ impl Adapter for OrtArtifacts {
         if let (Some(file), Some(mut patch)) = (&self.set.eval, injection.eval) {
             patch.opsets = opsets_for(file, &patch)?;
             patches.push((self.set.files.eval(), patch));
+        }
+        if scheme.inner_state() == InnerState::Reset {
+            let mut patch = reset_adamw_state(
+                &self.set.optimizer.model,
+                &self.set.optimizer.path,
+                scheme.period(),
+                optimizer_step(&self.set.checkpoint),
+                names,
+            )?;
+            patch.opsets = opsets_for(&self.set.optimizer, &patch)?;
+            patches.push((self.set.files.optimizer(), patch));
         }
         Ok(Plan {
             patches,

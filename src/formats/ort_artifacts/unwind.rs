@@ -108,6 +108,13 @@ pub(super) fn unwind(
     if let Some(eval) = &set.eval {
         models.push((set.files.eval(), reverted(&eval.model)?));
     }
+    // Patched only for --inner-state reset; otherwise it is copied as it is.
+    if matches!(
+        crate::record::recorded(&set.optimizer.model),
+        Recorded::Record(_)
+    ) {
+        models.push((set.files.optimizer(), reverted(&set.optimizer.model)?));
+    }
     Ok(Unwound {
         models,
         checkpoint: Some(checkpoint),
@@ -153,6 +160,7 @@ pub(super) fn write_unwound(
     ];
     let stale = files.stale_after_rewrite();
     not_copied.extend(stale.iter().cloned());
+    not_copied.extend(models.get().iter().map(|(label, _)| label.clone()));
     let staged = StagedDir::new(output, options.force)?;
     let write_all = || -> Result<()> {
         copy_entries_except(dir, staged.path(), &not_copied)?;

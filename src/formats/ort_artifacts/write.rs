@@ -54,6 +54,8 @@ pub(super) fn write(
     ];
     let stale = files.stale_after_rewrite();
     not_copied.extend(stale.iter().cloned());
+    // The optimizer model is copied byte for byte unless the plan patched it.
+    not_copied.extend(models.get().iter().map(|(label, _)| label.clone()));
     // Slow weights double the parameter bytes; past ORT's own threshold the parameters go to
     // checkpoint.data as ORT would put them, which keeps the FlatBuffer under its 2 GiB limit.
     let layout = if checkpoint.inline_data_bytes() >= EXTERNAL_DATA_THRESHOLD {

@@ -92,11 +92,18 @@ class Trajectory:
 
 
 def reference_run(spec: MlpSpec, opt: OptimizerConfig, schedule, eval_batch,
-                  k: int | None = None, alpha: float | None = None, wrapped=None) -> Trajectory:
+                  k: int | None = None, alpha: float | None = None, wrapped=None,
+                  inner_state: str = "keep", plain_steps: int = 0) -> Trajectory:
     """The reference loop of lookahead.md; k=None runs the plain inner optimizer.
 
     wrapped: the trainable parameters Lookahead wraps (default: all); the others follow the plain
     inner optimizer (rewrite --include/--exclude).
+
+    inner_state="reset" (AdamW): at every sync the inner optimizer's moments restart at zero and its
+    bias-correction count at 1 (optax reset_state), for all parameters.
+    plain_steps: the first plain_steps steps run the plain inner optimizer (training before the
+    rewrite); Lookahead starts from the weights and optimizer state they leave, its cycles counted
+    from there.
 
     schedule[t-1] lists the batches of step t: the gradients of all its forwards are summed, as
     ORT's gradient accumulation does when a step has several forwards.
@@ -106,17 +113,26 @@ def reference_run(spec: MlpSpec, opt: OptimizerConfig, schedule, eval_batch,
     wrapped = list(spec.trainable if wrapped is None else wrapped)
     slow = {n: p[n].copy() for n in wrapped}
     out = Trajectory()
+    inner_t = 0  # the inner optimizer's own step count
     for t, batches in enumerate(schedule, 1):
+        if t == plain_steps + 1:
+            slow = {n: p[n].copy() for n in wrapped}
+        since = t - plain_steps  # steps since Lookahead started (<= 0: before)
         losses, total = [], None
         for x, target in batches:
             loss, g = spec.loss_and_grads(p, x, target)
             losses.append(float(loss))
             total = g if total is None else {n: total[n] + g[n] for n in g}
-        inner.step(p, total, t)
-        if k is not None and t % k == 0:
+        inner_t += 1
+        inner.step(p, total, inner_t)
+        if k is not None and since > 0 and since % k == 0:
             for n in wrapped:
                 slow[n] = slow[n] + F32(alpha) * (p[n] - slow[n])
                 p[n] = slow[n].copy()
+            if inner_state == "reset":
+                inner, inner_t = opt.make(), 0
+            elif inner_state != "keep":
+                raise ValueError(f"no reference for inner_state={inner_state!r}")
         out.losses.append(losses)
         out.eval_losses.append(float(spec.compute_loss(spec.forward(p, eval_batch[0]), eval_batch[1])))
         out.params.append({n: v.copy() for n, v in p.items()})
