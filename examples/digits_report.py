@@ -6,7 +6,8 @@
   best learning rate).
 - plots(results, out) -> [paths]: <out>/digits_curves.png (training loss and held-out accuracy
   per epoch at plain's best learning rate, mean over seeds with a min-max band) and
-  <out>/digits_lr_robustness.png (final held-out accuracy against the learning rate).
+  <out>/digits_lr_robustness.png (final held-out accuracy against the learning rate: mean and each
+  seed, full range and zoomed to the top).
 
 Run alone to redo them from a results file: python examples/digits_report.py docs/digits/results.json --out docs
 """
@@ -109,6 +110,18 @@ def tables(results) -> str:
                          f"{_fmt(_final_acc(groups[model, optimizer, best, config]))} | "
                          f"{_fmt(grid.mean(axis=0))} | {_fmt(grid.min(axis=0))} | {loss_text} "
                          f"(lr {_lr(plain_best)}) | {delta_text} |")
+    lines += ["", f"Runs that ended below 50 % held-out accuracy (chance: 10 %), out of {seeds} seeds, at "
+              "every learning rate where any config had one: at the smallest learning rates still "
+              "learning, at the largest collapsed.", "",
+              "| model | optimizer | lr | " + " | ".join(configs) + " |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in configs) + " |"]
+    for model, optimizer in _panels(results):
+        for lr in settings["lrs"][optimizer]:
+            failed = [int(np.sum(_final_acc(groups[model, optimizer, lr, c]) < 50.0)) for c in configs]
+            if any(failed):
+                lines.append(f"| {model} | {optimizer} | {_lr(lr)} | "
+                             + " | ".join(f"{n}/{len(groups[model, optimizer, lr, c])}"
+                                          for n, c in zip(failed, configs)) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -159,30 +172,35 @@ def plots(results, out: Path) -> list:
     plt.close(fig)
     written.append(path)
 
-    # Final held-out accuracy against the learning rate.
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
+    # Final held-out accuracy against the learning rate: the full range, then the top of it.
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7.6), squeeze=False)
     for col, (model, optimizer) in enumerate(panels):
-        ax = axes[0, col]
         lrs = np.array(settings["lrs"][optimizer])
+        best = 0.0
         for i, config in enumerate(configs):
-            finals = [_final_acc(groups[model, optimizer, lr, config]) for lr in lrs]
-            mean = np.array([f.mean() for f in finals])
-            low = mean - np.array([f.min() for f in finals])
-            high = np.array([f.max() for f in finals]) - mean
-            shift = lrs * 1.06 ** (i - (len(configs) - 1) / 2)   # side by side at each lr
-            ax.errorbar(shift, mean, yerr=[low, high], color=COLORS.get(config), label=config,
-                        marker="o", ms=4, capsize=3, lw=1.4)
-        ax.set_xscale("log")
-        ax.set_xticks(lrs)
-        ax.set_xticklabels([_lr(v) for v in lrs], rotation=45, fontsize=8)
-        ax.minorticks_off()
-        ax.set_title(f"{NAMES[model]}, {NAMES[optimizer]}", fontsize=10)
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel(f"held-out accuracy (%) after {settings['epochs']} epochs")
-        ax.grid(True, alpha=0.3)
+            finals = np.array([_final_acc(groups[model, optimizer, lr, config]) for lr in lrs])  # [lr, seed]
+            mean = finals.mean(axis=1)
+            best = max(best, mean.max())
+            shift = lrs * 1.07 ** (i - (len(configs) - 1) / 2)   # side by side at each lr
+            for ax in axes[:, col]:
+                ax.plot(shift, mean, color=COLORS.get(config), label=config, marker="o", ms=4, lw=1.5)
+                ax.plot(np.repeat(shift, finals.shape[1]), finals.ravel(), ls="none", marker=".", ms=3.5,
+                        color=COLORS.get(config), alpha=0.35)
+        axes[1, col].set_ylim(best - 6.0, min(100.0, best + 2.0))
+        axes[0, col].set_ylim(0.0, 100.0)
+        axes[0, col].set_title(f"{NAMES[model]}, {NAMES[optimizer]}", fontsize=10)
+        axes[0, col].set_ylabel(f"held-out accuracy (%) after {settings['epochs']} epochs")
+        axes[1, col].set_ylabel("the same, zoomed to the top")
+        for ax in axes[:, col]:
+            ax.set_xscale("log")
+            ax.set_xticks(lrs)
+            ax.set_xticklabels([_lr(v) for v in lrs], rotation=45, fontsize=8)
+            ax.minorticks_off()
+            ax.grid(True, alpha=0.3)
+        axes[1, col].set_xlabel("learning rate")
     axes[0, 0].legend(fontsize=9, loc="lower center")
-    fig.suptitle(f"Digits: final held-out accuracy against the learning rate, mean over {seeds} seed(s)"
-                 + (" (bars: min to max)" if seeds > 1 else ""), fontsize=11)
+    fig.suptitle(f"Digits: final held-out accuracy against the learning rate; lines: mean over {seeds} "
+                 f"seed(s), dots: each seed", fontsize=11)
     fig.tight_layout()
     path = out / "digits_lr_robustness.png"
     fig.savefig(path, dpi=110)
