@@ -108,7 +108,8 @@ def open_loop(directory: Path, lr: float):
 
 
 def _finite(value: float):
-    return value if math.isfinite(value) else None      # JSON has no NaN / inf
+    """6 significant digits, or None: JSON has no NaN / inf."""
+    return float(f"{value:.6g}") if math.isfinite(value) else None
 
 
 def train_run(task: dict) -> dict:
@@ -134,7 +135,7 @@ def train_run(task: dict) -> dict:
         loss, logits = module(xs_test, y_test)
         train_loss.append(_finite(float(np.mean(losses))))
         test_loss.append(_finite(float(loss)))
-        test_acc.append(float(np.mean(np.argmax(logits, axis=1) == y_test)))
+        test_acc.append(round(float(np.mean(np.argmax(logits, axis=1) == y_test)), 6))
     result = {key: task[key] for key in ("model", "optimizer", "config", "alpha", "seed", "lr")}
     result.update(train_loss=train_loss, test_loss=test_loss, test_acc=test_acc,
                   diverged=any(v is None for v in train_loss + test_loss),
@@ -195,6 +196,13 @@ def check_results(runs: list) -> None:
         if config != "plain":
             plain = by_key[model, optimizer, seed, lr, "plain"]
             assert run["train_loss"] != plain["train_loss"], f"{config} trains like plain: {run}"
+
+
+def _json(results: dict) -> str:
+    """The results as JSON, one line per run."""
+    head = json.dumps({key: value for key, value in results.items() if key != "runs"}, indent=1)
+    runs = ",\n".join("  " + json.dumps(run) for run in results["runs"])
+    return head[:-2] + ',\n "runs": [\n' + runs + "\n ]\n}\n"
 
 
 # ------------------------------------------------------------------------------------- main
@@ -258,7 +266,7 @@ def main(argv=None) -> int:
     results = {
         "description": "examples/digits.py: final and per-epoch held-out accuracy of plain AdamW/SGD vs "
                        "Lookahead around them, ONNX Runtime training artifacts, scikit-learn digits",
-        "command": "examples/digits.py" + (" --quick" if args.quick else "") + f" --jobs {args.jobs}",
+        "command": " ".join(["examples/digits.py", *(sys.argv[1:] if argv is None else argv)]),
         "settings": {**settings, "k": K, "configs": CONFIGS, "split": {
             "train": len(x_train), "test": len(x_test), "test_size": dm.TEST_SIZE,
             "random_state": dm.SPLIT_SEED, "stratified": True},
@@ -273,7 +281,7 @@ def main(argv=None) -> int:
         "runs": runs,
     }
     (args.out / "digits").mkdir(parents=True, exist_ok=True)
-    (args.out / "digits" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / "digits" / "results.json").write_text(_json(results))
     tables = digits_report.tables(results)
     (args.out / "digits" / "tables.md").write_text(tables)
     print(tables)
