@@ -14,22 +14,31 @@ use onnx_lookahead::{Options, RewriteOptions};
 #[test]
 fn inspect_of_a_rewrite_reports_what_it_recorded() {
     let work = common::tmp();
+    use onnx_lookahead::scheme::InnerState::{Keep, Reset};
     let cases = [
-        ("ort_adamw", AliasOp::PassThrough, "passthrough"),
-        ("ort_adamw", AliasOp::Reshape, "reshape"),
-        ("ort_sgd", AliasOp::PassThrough, "passthrough"),
-        ("ort_sgd", AliasOp::Reshape, "reshape"),
-        ("ort_adamw_frozen", AliasOp::PassThrough, "passthrough"),
-        ("ort_adamw_frozen", AliasOp::Reshape, "reshape"),
+        ("ort_adamw", AliasOp::PassThrough, "passthrough", Keep),
+        ("ort_adamw", AliasOp::Reshape, "reshape", Keep),
+        ("ort_adamw", AliasOp::PassThrough, "passthrough", Reset),
+        ("ort_sgd", AliasOp::PassThrough, "passthrough", Keep),
+        ("ort_sgd", AliasOp::Reshape, "reshape", Keep),
+        (
+            "ort_adamw_frozen",
+            AliasOp::PassThrough,
+            "passthrough",
+            Keep,
+        ),
+        ("ort_adamw_frozen", AliasOp::Reshape, "reshape", Keep),
+        ("ort_adamw_frozen", AliasOp::Reshape, "reshape", Reset),
         (
             "training_info_sgd.onnx",
             AliasOp::PassThrough,
             "training-info",
+            Keep,
         ),
     ];
-    for (i, (input, alias, mode)) in cases.into_iter().enumerate() {
+    for (i, (input, alias, mode, inner_state)) in cases.into_iter().enumerate() {
         for (k, alpha) in [(3, 1.0), (4, 0.25)] {
-            let what = format!("{input} {mode} alpha={alpha}");
+            let what = format!("{input} {mode} alpha={alpha} {}", inner_state.id());
             let original = onnx_lookahead::inspect(&fixture(input)).unwrap();
             assert!(original.lookahead.is_none(), "{what}");
             let out = work.path().join(format!("out{i}_{k}"));
@@ -39,7 +48,9 @@ fn inspect_of_a_rewrite_reports_what_it_recorded() {
                 out
             };
             let options = RewriteOptions {
-                lookahead: Options::new(k, alpha).unwrap(),
+                lookahead: Options::new(k, alpha)
+                    .unwrap()
+                    .with_inner_state(inner_state),
                 alias,
                 ..Default::default()
             };
@@ -51,6 +62,7 @@ fn inspect_of_a_rewrite_reports_what_it_recorded() {
             let rewrite = report.rewrite.as_ref().expect("a record");
             assert_eq!(rewrite.mode, mode, "{what}");
             assert_eq!(rewrite.scheme, "lookahead", "{what}");
+            assert_eq!(rewrite.inner_state, inner_state.id(), "{what}");
 
             let trainable: BTreeSet<&str> = original
                 .parameters

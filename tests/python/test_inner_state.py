@@ -17,6 +17,7 @@ import pytest
 
 import tinfo_models as tm
 import tinfo_reference as ref
+from lookahead_testkit.cli import REPO
 from onnx_lookahead import training_info as rt
 
 K, ALPHA, STEPS, ATOL = 3, 0.5, 13, 1e-5
@@ -172,14 +173,9 @@ def test_pullback_with_a_subset_of_a_nodes_weights(lookahead_cli, tmp_path):
 ])
 def test_ort_refusals_say_why(fixture, policy, needle, lookahead_cli, tmp_path):
     """What ONNX Runtime 1.19.2 does not allow (docs/experiments/ort_inner_state/) is refused."""
-    source = ref_fixture(fixture)
+    source = REPO / "fixtures" / fixture
     res = lookahead_cli.run("rewrite", source, "--output", tmp_path / "out", "--inner-state", policy)
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 1 and len(lines) == 1 and needle in lines[0], res.stderr
     assert not any(tmp_path.iterdir())
 
-
-def ref_fixture(name):
-    from lookahead_testkit.cli import REPO
-
-    return REPO / "fixtures" / name
