@@ -29,6 +29,7 @@
 use crate::error::{Error, Result};
 use crate::generated::onnx::{ModelProto, NodeProto, tensor_proto::DataType};
 use crate::graph::build::{self, MS_DOMAIN, Node};
+use crate::graph::emit::Emitter;
 use crate::graph::names::NameGenerator;
 use crate::graph::patch::{GraphEdit, GraphId, ModelPatch};
 
@@ -105,134 +106,126 @@ pub fn reset_adamw_state(
         )));
     }
 
-    let mut b = Builder {
-        names,
-        patch: ModelPatch::default(),
+    let mut e = Emitter::new(names, NAME_PREFIX);
+    let mut constants = Vec::new();
+    let mut int64 = |e: &mut Emitter, hint: &str, value: i64| {
+        let name = e.fresh(hint);
+        constants.push(build::tensor_raw(
+            &name,
+            DataType::Int64,
+            &[1],
+            raw(&value.to_le_bytes()),
+        ));
+        name
     };
-    let k_name = b.int64("period", k);
-    let one = b.int64("one", 1);
-    let zero = b.int64("zero", 0);
-    let lr_one = b.fresh("reset_lr");
-    let lr_one_tensor = build::tensor_raw(&lr_one, DataType::Float, &[1], raw(&1f32.to_le_bytes()));
-    b.patch
-        .edit(GraphId::Main, GraphEdit::AddInitializer(lr_one_tensor));
+    let k_name = int64(&mut e, "period", k);
+    let one = int64(&mut e, "one", 1);
+    let zero = int64(&mut e, "zero", 0);
     let since = if step0 == 0 {
         step.to_string()
     } else {
-        let s0 = b.int64("step0", step0);
-        b.op("Sub", &[step, &s0], "steps_since_rewrite")
+        let s0 = int64(&mut e, "step0", step0);
+        e.op("Sub", &[step, &s0], "steps_since_rewrite")
     };
-    let position = b.op("Mod", &[&since, &k_name], "cycle_position");
-    let sync = b.op("Equal", &[&position, &zero], "sync_follows");
-    let before = b.op("Sub", &[&since, &one], "steps_before");
-    let in_cycle0 = b.op("Mod", &[&before, &k_name], "step_in_cycle0");
-    let in_cycle = b.op("Add", &[&in_cycle0, &one], "step_in_cycle");
+    let position = e.op("Mod", &[&since, &k_name], "cycle_position");
+    let sync = e.op("Equal", &[&position, &zero], "sync_follows");
+    let before = e.op("Sub", &[&since, &one], "steps_before");
+    let in_cycle0 = e.op("Mod", &[&before, &k_name], "step_in_cycle0");
+    let in_cycle = e.op("Add", &[&in_cycle0, &one], "step_in_cycle");
     // Until the first reset AdamW keeps its own count (the input checkpoint's state is warm);
     // after it, the count restarts with every cycle.
-    let was_reset = b.op("Greater", &[&since, &k_name], "was_reset");
-    let local = b.op("Where", &[&was_reset, &in_cycle, step], "local_step");
-    // The original node reads the step within the cycle and its flag gets a new name; the
-    // original output name is produced by the last added node, so the graph output keeps it.
-    b.patch.edit(
+    let was_reset = e.op("Greater", &[&since, &k_name], "was_reset");
+    let local = e.op("Where", &[&was_reset, &in_cycle, step], "local_step");
+    let flag = e.fresh("inner_step_flag");
+    let reset_now = e.op("And", &[&flag, &sync], "reset_now");
+
+    // The then-branch: z1 as z2's update_signal orders the two in-place passes.
+    let lr_one = e.fresh("reset_lr");
+    constants.push(build::tensor_raw(
+        &lr_one,
+        DataType::Float,
+        &[1],
+        raw(&1f32.to_le_bytes()),
+    ));
+    let mut branch = Emitter::new(e.names(), NAME_PREFIX);
+    let m_done = zeroing(
+        &mut branch,
+        &[&lr_one, step, m, gradients, v, v],
+        epsilon,
+        "m_zeroed",
+    );
+    let v_done = zeroing(
+        &mut branch,
+        &[&lr_one, step, v, gradients, m, m, &m_done],
+        epsilon,
+        "v_zeroed",
+    );
+    let then_nodes = branch.take_nodes();
+    let kept = branch.op("Identity", &[&flag], "moments_kept");
+    let else_nodes = branch.take_nodes();
+    let bool_out = |name: &str| build::value_info(name, DataType::Bool as i32, Some(&[1]));
+    let done = e.fresh("reset_done");
+    let reset = if_node(
+        e.names(),
+        "reset_inner_state",
+        &reset_now,
+        vec![done.clone()],
+        (then_nodes, vec![bool_out(&v_done)]),
+        (else_nodes, vec![bool_out(&kept)]),
+    );
+    e.node(reset);
+    let and = Node::new("And")
+        .inputs([flag.as_str(), done.as_str()])
+        .outputs([flag_out])
+        .build();
+    e.node(and);
+
+    let mut patch = ModelPatch::default();
+    for tensor in constants {
+        patch.edit(GraphId::Main, GraphEdit::AddInitializer(tensor));
+    }
+    for node in e.take_nodes() {
+        patch.add_node(GraphId::Main, node);
+    }
+    // The original node reads the step AdamW counts and its flag gets a new name; the original
+    // output name is produced by the last added node, so the graph output keeps it.
+    patch.edit(
         GraphId::Main,
         GraphEdit::RedirectReads {
             from: step.to_string(),
             to: local,
         },
     );
-    let flag = b.fresh("inner_step_flag");
-    b.patch.edit(
+    patch.edit(
         GraphId::Main,
         GraphEdit::RenameProducedOutput {
             from: flag_out.to_string(),
-            to: flag.clone(),
+            to: flag,
         },
     );
-    let reset_now = b.op("And", &[&flag, &sync], "reset_now");
-    // z1 as z2's update_signal orders the two in-place passes.
-    let (zero_m, m_done) = b.zeroing(&[&lr_one, step, m, gradients, v, v], epsilon, "m_zeroed");
-    let (zero_v, v_done) = b.zeroing(
-        &[&lr_one, step, v, gradients, m, m, &m_done],
-        epsilon,
-        "v_zeroed",
-    );
-    let bool_out = |name: &str| build::value_info(name, DataType::Bool as i32, Some(&[1]));
-    let kept = b.fresh("moments_kept");
-    let keep = Node::new("Identity")
-        .name(b.fresh("identity"))
-        .inputs([flag.as_str()])
-        .outputs([kept.as_str()])
-        .build();
-    let done = b.fresh("reset_done");
-    let reset = if_node(
-        b.names,
-        "reset_inner_state",
-        &reset_now,
-        vec![done.clone()],
-        (vec![zero_m, zero_v], vec![bool_out(&v_done)]),
-        (vec![keep], vec![bool_out(&kept)]),
-    );
-    b.patch.add_node(GraphId::Main, reset);
-    let and = Node::new("And")
-        .name(b.fresh("and"))
-        .inputs([flag.as_str(), done.as_str()])
-        .outputs([flag_out])
-        .build();
-    b.patch.add_node(GraphId::Main, and);
-    Ok(b.patch)
+    Ok(patch)
 }
 
 fn raw(bytes: &[u8]) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(bytes)
 }
 
-/// Adds the patch's nodes and constants to the optimizer model's main graph.
-struct Builder<'n> {
-    names: &'n mut NameGenerator,
-    patch: ModelPatch,
-}
-
-impl Builder<'_> {
-    fn fresh(&mut self, hint: &str) -> String {
-        self.names.fresh(&format!("{NAME_PREFIX}{hint}"))
-    }
-
-    /// An int64[1] initializer (the shape of the `step` input).
-    fn int64(&mut self, hint: &str, value: i64) -> String {
-        let name = self.fresh(hint);
-        let tensor = build::tensor_raw(&name, DataType::Int64, &[1], raw(&value.to_le_bytes()));
-        self.patch
-            .edit(GraphId::Main, GraphEdit::AddInitializer(tensor));
-        name
-    }
-
-    fn op(&mut self, op_type: &str, inputs: &[&str], hint: &str) -> String {
-        let output = self.fresh(hint);
-        let node = Node::new(op_type)
-            .name(self.fresh(&op_type.to_lowercase()))
-            .inputs(inputs.iter().copied())
-            .outputs([output.as_str()])
-            .build();
-        self.patch.add_node(GraphId::Main, node);
-        output
-    }
-
-    /// An AdamWOptimizer that sets its weights slot (inputs[2]) to exactly 0 and leaves its moment
-    /// slots as they are; returns the node (for a branch) and its flag output.
-    fn zeroing(&mut self, inputs: &[&str], epsilon: f32, hint: &str) -> (NodeProto, String) {
-        let output = self.fresh(hint);
-        let node = Node::new(ADAMW)
-            .domain(MS_DOMAIN)
-            .name(self.fresh("zero_moments"))
-            .inputs(inputs.iter().copied())
-            .outputs([output.as_str()])
-            .attr_float("alpha", 1.0)
-            .attr_float("beta", 1.0)
-            .attr_float("weight_decay", 1.0)
-            .attr_float("epsilon", epsilon)
-            .attr_int("correct_bias", 0)
-            .attr_int("adam_mode", 1)
-            .build();
-        (node, output)
-    }
+/// Emits an AdamWOptimizer that sets its weights slot (`inputs[2]`) to exactly 0 and leaves its
+/// moment slots as they are; returns its flag output.
+fn zeroing(e: &mut Emitter, inputs: &[&str], epsilon: f32, hint: &str) -> String {
+    let output = e.fresh(hint);
+    let node = Node::new(ADAMW)
+        .domain(MS_DOMAIN)
+        .name(e.fresh("zero_moments"))
+        .inputs(inputs.iter().copied())
+        .outputs([output.as_str()])
+        .attr_float("alpha", 1.0)
+        .attr_float("beta", 1.0)
+        .attr_float("weight_decay", 1.0)
+        .attr_float("epsilon", epsilon)
+        .attr_int("correct_bias", 0)
+        .attr_int("adam_mode", 1)
+        .build();
+    e.node(node);
+    output
 }
