@@ -166,11 +166,7 @@ def plots(results, out: Path) -> list:
     axes[0, 0].legend(fontsize=9)
     fig.suptitle(f"Digits: training loss and held-out accuracy per epoch, mean over {seeds} seed(s) "
                  f"({band}); Lookahead k=5 around the same inner optimizer", fontsize=11)
-    fig.tight_layout()
-    path = out / "digits_curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out / "digits_curves.png"))
 
     # Final held-out accuracy against the learning rate: the full range, then the top of it.
     fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7.6), squeeze=False)
@@ -201,11 +197,7 @@ def plots(results, out: Path) -> list:
     axes[0, 0].legend(fontsize=9, loc="lower center")
     fig.suptitle(f"Digits: final held-out accuracy against the learning rate; lines: mean over {seeds} "
                  f"seed(s), dots: each seed", fontsize=11)
-    fig.tight_layout()
-    path = out / "digits_lr_robustness.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out / "digits_lr_robustness.png"))
     return written
 
 
@@ -223,3 +215,12 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
