@@ -270,6 +270,8 @@ fn wired_graph(
         edges.push(edge(&node, &step, kind, None));
         cluster.nodes.push(node);
     }
+    cluster.nodes.push(step.clone());
+    cluster.nodes.push(if_node.clone());
     edges.push(edge(
         &step,
         &if_node,
@@ -323,8 +325,6 @@ fn wired_graph(
         edges.push(edge(&if_node, &more, kind, None));
         cluster.nodes.push(more);
     }
-    cluster.nodes.push(step);
-    cluster.nodes.push(if_node.clone());
     (cluster, if_node)
 }
 
@@ -510,13 +510,14 @@ fn not_rewritten(report: &Report, d: &mut Drawing, ids: &mut Ids) {
             ],
         ));
     } else {
-        let mut cluster = ids.cluster(vec![
-            format!(
-                "{}: a rewrite gives each a slow weight",
-                count(trainable.len(), "trainable parameter")
-            ),
-            format!("{} not drawn", count(frozen, "frozen parameter")),
-        ]);
+        let mut label = vec![format!(
+            "{}: a rewrite gives each a slow weight",
+            count(trainable.len(), "trainable parameter")
+        )];
+        if frozen > 0 {
+            label.push(format!("{} not drawn", count(frozen, "frozen parameter")));
+        }
+        let mut cluster = ids.cluster(label);
         for (i, p) in trainable.iter().take(SHOWN_PARAMETERS).enumerate() {
             let mut lines = parameter_lines(&p.name, Some(p));
             lines.push(format!("→ lookahead__slow__{}", shown(&p.name)));
