@@ -278,3 +278,77 @@ fn a_lone_checkpoint_has_nothing_to_draw() {
         run_ok(&["inspect", arg(&checkpoint), "--format", "json"]);
     }
 }
+
+/// Renames tensor `from` to `to` everywhere in the model (graphs, subgraphs, bindings).
+fn rename(model: &mut ModelProto, from: &str, to: &str) {
+    use onnx_lookahead::generated::onnx::GraphProto;
+    fn in_graph(g: &mut GraphProto, from: &str, to: &str) {
+        let fix = |name: &mut String| {
+            if name == from {
+                *name = to.to_string();
+            }
+        };
+        for t in &mut g.initializer {
+            if let Some(n) = t.name.as_mut() {
+                fix(n);
+            }
+        }
+        for v in g.input.iter_mut().chain(g.output.iter_mut()) {
+            if let Some(n) = v.name.as_mut() {
+                fix(n);
+            }
+        }
+        for node in &mut g.node {
+            node.input
+                .iter_mut()
+                .chain(node.output.iter_mut())
+                .for_each(fix);
+        }
+    }
+    let graphs = model.graph.iter_mut().chain(
+        model
+            .training_info
+            .iter_mut()
+            .flat_map(|t| t.initialization.iter_mut().chain(t.algorithm.iter_mut())),
+    );
+    for g in graphs {
+        in_graph(g, from, to);
+    }
+    for t in &mut model.training_info {
+        for b in t
+            .update_binding
+            .iter_mut()
+            .chain(t.initialization_binding.iter_mut())
+        {
+            if b.key.as_deref() == Some(from) {
+                b.key = Some(to.to_string());
+            }
+        }
+    }
+}
+
+#[test]
+fn hostile_names_are_escaped_end_to_end() {
+    let dir = tmp();
+    let hostile = "W\"1\\ <b>{x}|y;#z`%\nend";
+    let mut model = training_info_model();
+    rename(&mut model, "W1", hostile);
+    let input = dir.path().join("hostile.onnx");
+    save_model(&model, &input);
+    let out = dir.path().join("hostile_lookahead.onnx");
+    run_ok(&["rewrite", arg(&input), "-o", arg(&out)]);
+    let dot = draw(&out, "dot");
+    // Quotes and backslashes escaped, the newline shown as \n (so the label line holds).
+    assert!(dot.contains(r#"W\"1\\ <b>{x}|y;#z`%\\nend"#), "{dot}");
+    let mermaid = draw(&out, "mermaid");
+    assert!(
+        mermaid.contains("W#34;1#92; #60;b#62;#123;x#125;#124;y#59;#35;z#96;#37;#92;nend"),
+        "{mermaid}"
+    );
+    for text in [&dot, &mermaid] {
+        assert!(
+            !text.contains(hostile) && !text.contains("\nend\""),
+            "{text}"
+        );
+    }
+}
