@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::inject::ort::AliasOp;
 use crate::scheme::InnerState;
-use crate::{Error, EvalWeights, FinalizeOptions, Options, RewriteOptions};
+use crate::{DrawFormat, Error, EvalWeights, FinalizeOptions, Options, RewriteOptions};
 
 /// Exit code for a refused lossy write (fields unknown to the schema), distinct from other
 /// failures so scripts can retry with --allow-lossy deliberately.
@@ -102,6 +102,8 @@ enum Command {
     Inspect {
         /// A model, an artifacts directory, or an ORT checkpoint file.
         input: PathBuf,
+        /// text and json: the report; dot (Graphviz) and mermaid: a picture of what the rewrite
+        /// injected per graph (or of what a rewrite would wrap), not of the whole model.
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
         /// Text: list every parameter, injected node and state tensor.
@@ -148,6 +150,8 @@ impl From<Inner> for InnerState {
 enum ReportFormat {
     Text,
     Json,
+    Dot,
+    Mermaid,
 }
 
 /// The library error with what was being done: "cannot rewrite IN: <error>", without naming IN
@@ -296,6 +300,16 @@ fn run(command: Command) -> anyhow::Result<()> {
                 ReportFormat::Text if verbose => print!("{}", report.to_text_verbose()),
                 ReportFormat::Text => print!("{}", report.to_text()),
                 ReportFormat::Json => println!("{}", report.to_json()),
+                ReportFormat::Dot | ReportFormat::Mermaid => {
+                    let format = if matches!(format, ReportFormat::Dot) {
+                        DrawFormat::Dot
+                    } else {
+                        DrawFormat::Mermaid
+                    };
+                    let picture = crate::report::draw::render(&report, format)
+                        .map_err(|e| in_context("cannot draw", &input, e))?;
+                    print!("{picture}");
+                }
             }
         }
         Command::Dump { input } => {

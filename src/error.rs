@@ -96,6 +96,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// `inspect --format dot|mermaid` of an input that has no graphs to draw (a lone checkpoint).
+    #[error("{}: nothing to draw: {reason}", path.display())]
+    NothingToDraw { path: PathBuf, reason: String },
+
     /// The output exists and overwriting was not requested.
     #[error("{} already exists; pass --force to overwrite", path.display())]
     OutputExists { path: PathBuf },

@@ -23,8 +23,9 @@ pub mod scheme;
 
 pub use error::{Error, Result};
 pub use options::{FinalizeOptions, RewriteOptions};
-pub use pipeline::{FinalizeSummary, RewriteSummary, dump, finalize, inspect, rewrite};
+pub use pipeline::{FinalizeSummary, RewriteSummary, draw, dump, finalize, inspect, rewrite};
 pub use report::Report;
+pub use report::draw::DrawFormat;
 /// Lookahead's settings (k, alpha).
 pub use scheme::Lookahead as Options;
 pub use scheme::{EvalWeights, Lookahead};

@@ -157,6 +157,13 @@ pub fn inspect(input: &Path) -> Result<Report> {
     Ok(report::build(source.as_ref()))
 }
 
+/// A picture of what the rewrite injected into a model or artifacts directory (or, for input not
+/// rewritten, of what a rewrite would wrap), in Graphviz DOT or mermaid. A lone checkpoint has
+/// no graphs: `Error::NothingToDraw`.
+pub fn draw(input: &Path, format: report::draw::DrawFormat) -> Result<String> {
+    report::draw::render(&inspect(input)?, format)
+}
+
 /// A readable text rendering of every graph of a model file or artifacts directory.
 pub fn dump(input: &Path) -> Result<String> {
     let source = formats::open(input)?;

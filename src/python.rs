@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 
 use crate::inject::ort::AliasOp;
 use crate::scheme::InnerState;
-use crate::{Error as LibError, EvalWeights, FinalizeOptions, Options, RewriteOptions};
+use crate::{DrawFormat, Error as LibError, EvalWeights, FinalizeOptions, Options, RewriteOptions};
 
 create_exception!(
     _native,
@@ -136,6 +136,21 @@ fn inspect(py: Python<'_>, input: PathBuf) -> PyResult<String> {
     Ok(report.to_json())
 }
 
+/// A picture of the rewrite (`inspect --format dot|mermaid`).
+#[pyfunction]
+fn draw(py: Python<'_>, input: PathBuf, format: &str) -> PyResult<String> {
+    let format = match format {
+        "dot" => DrawFormat::Dot,
+        "mermaid" => DrawFormat::Mermaid,
+        other => {
+            return Err(Error::new_err(format!(
+                "invalid option: format must be \"dot\" or \"mermaid\", got {other:?}"
+            )));
+        }
+    };
+    run(py, "cannot draw", &input, || crate::draw(&input, format))
+}
+
 #[pyfunction]
 #[pyo3(signature = (input, output, weights_name, checkpoint, force))]
 fn finalize(
@@ -182,6 +197,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(rewrite, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(draw, m)?)?;
     m.add_function(wrap_pyfunction!(finalize, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     Ok(())

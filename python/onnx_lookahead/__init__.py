@@ -9,6 +9,7 @@ from them.
     import onnx_lookahead
     onnx_lookahead.rewrite("artifacts", "artifacts_lookahead", k=5, alpha=0.5)
     report = onnx_lookahead.inspect("artifacts_lookahead")
+    picture = onnx_lookahead.draw("artifacts_lookahead", format="mermaid")
     onnx_lookahead.finalize("inference.onnx", "model.onnx")   # after training: a plain model
 
 Submodules (imported on use): ``onnx_lookahead.ort`` (helpers for the ONNX Runtime training loop:
@@ -29,7 +30,7 @@ from . import _native
 from ._native import Error, LossyError
 
 __version__: str = _native.__version__
-__all__ = ["Error", "LossyError", "finalize", "inspect", "rewrite", "__version__"]
+__all__ = ["Error", "LossyError", "draw", "finalize", "inspect", "rewrite", "__version__"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -88,6 +89,19 @@ def inspect(path: PathLike) -> Dict[str, Any]:
     JSON of ``onnx-lookahead inspect --format json`` as a dict (format, optimizer, parameters,
     the record of a rewrite, what a rewrite would refuse, ...)."""
     return json.loads(_native.inspect(os.fspath(path)))
+
+
+def draw(path: PathLike, format: str = "dot") -> str:
+    """A picture of what the rewrite injected, as text: exactly the output of ``onnx-lookahead
+    inspect PATH --format dot`` (Graphviz; ``dot -Tpng``) or ``--format mermaid`` (a mermaid
+    flowchart, e.g. for GitHub markdown).
+
+    Per rewritten graph: the step counter, the sync ``If`` and what it computes, and per wrapped
+    parameter (the first 12, then "+ N more parameters") its slow weight and where its readers
+    went; never the model's own nodes. For input not rewritten: the optimizer's update nodes and
+    the trainable parameters a rewrite would wrap. A lone checkpoint has no graphs: :class:`Error`.
+    """
+    return _native.draw(os.fspath(path), str(format))
 
 
 def finalize(

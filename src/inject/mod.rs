@@ -18,6 +18,13 @@ use crate::graph::names::NameGenerator;
 /// rewrite's parts can be told from the model's own (inputs using it are refused).
 pub const NAME_PREFIX: &str = "lookahead__";
 
+/// The name hint of the If that syncs (training graphs, training_info algorithms): the node is
+/// named `<NAME_PREFIX>sync`, with a suffix if that name was taken. `inspect` tells the If's role
+/// by it.
+pub const SYNC_IF: &str = "sync";
+/// The name hint of the If of an ORT eval graph that chooses the weights evaluation reads.
+pub const EVAL_IF: &str = "eval_weights";
+
 /// The name to list as a branch output for `value`: `value` itself when the branch computes it
 /// and no other output of the branch (`used`) is listed under it, else an Identity of it (an If
 /// branch cannot return an outer-scope name directly, nor one name twice).

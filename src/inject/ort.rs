@@ -335,7 +335,7 @@ fn inject_training(
     let synced = if_outputs[0].clone();
     let sync_node = if_node(
         names,
-        "sync",
+        super::SYNC_IF,
         &pending,
         if_outputs.clone(),
         (then_nodes, then_outputs),
@@ -561,7 +561,7 @@ fn inject_eval(
     }
     let node = if_node(
         names,
-        "eval_weights",
+        super::EVAL_IF,
         &at_boundary,
         if_outputs,
         (then_nodes, then_outputs),

@@ -303,7 +303,7 @@ fn inject_entry(
     }
     let sync_node = if_node(
         names,
-        "sync",
+        super::SYNC_IF,
         &sync,
         if_outputs,
         (then_nodes, then_outputs),

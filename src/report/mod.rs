@@ -4,7 +4,9 @@
 //! renderings of it.
 
 mod checkpoint;
+pub mod draw;
 mod text;
+pub mod wiring;
 
 pub use text::human_bytes;
 
@@ -103,6 +105,10 @@ pub struct GraphReport {
     pub inputs: usize,
     pub outputs: usize,
     pub initializers: usize,
+    /// On rewritten input, where the rewrite sits in this graph (absent for graphs it left
+    /// alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lookahead: Option<wiring::GraphLookahead>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -119,6 +125,16 @@ pub fn build(input: &dyn Adapter) -> Report {
     let mut injected = Vec::new();
     for (label, file) in input.models() {
         let model = &file.model;
+        // Each model carries its own record (its own undo: the aliases of its graph).
+        let record = match crate::record::recorded(model) {
+            Recorded::Record(r) => Some(r),
+            _ => None,
+        };
+        let wired = |g: &GraphProto, info: Option<usize>| {
+            record
+                .as_ref()
+                .and_then(|r| wiring::wiring(r, model, g, info))
+        };
         let prefix = |inner: &str| {
             if label.is_empty() {
                 inner.to_string()
@@ -129,7 +145,9 @@ pub fn build(input: &dyn Adapter) -> Report {
             }
         };
         if let Some(g) = &model.graph {
-            graphs.push(graph_report(&prefix("graph"), model, g));
+            let mut report = graph_report(&prefix("graph"), model, g);
+            report.lookahead = wired(g, None);
+            graphs.push(report);
             injected_nodes(&prefix("graph"), &g.node, &mut injected);
         }
         for (i, info) in model.training_info.iter().enumerate() {
@@ -139,7 +157,11 @@ pub fn build(input: &dyn Adapter) -> Report {
             ] {
                 if let Some(g) = graph {
                     let name = prefix(&format!("{what}[{i}]"));
-                    graphs.push(graph_report(&name, model, g));
+                    let mut report = graph_report(&name, model, g);
+                    if what == "algorithm" {
+                        report.lookahead = wired(g, Some(i));
+                    }
+                    graphs.push(report);
                     injected_nodes(&name, &g.node, &mut injected);
                 }
             }
@@ -249,6 +271,7 @@ pub fn graph_report(label: &str, model: &ModelProto, graph: &GraphProto) -> Grap
         inputs: graph.input.len(),
         outputs: graph.output.len(),
         initializers: graph.initializer.len(),
+        lookahead: None,
     }
 }
 

@@ -62,6 +62,23 @@ def test_api_results_are_the_command_lines(fixture, lookahead_cli, tmp_path):
 
 
 @pytest.mark.parametrize("fixture", ["ort_adamw", "training_info_sgd.onnx"])
+def test_draw_is_the_command_lines(fixture, lookahead_cli, tmp_path):
+    """draw(path, format) gives exactly what inspect --format dot|mermaid prints."""
+    out = tmp_path / fixture
+    onnx_lookahead.rewrite(FIXTURES / fixture, out)
+    for path in (FIXTURES / fixture, out):
+        for fmt in ("dot", "mermaid"):
+            cli = lookahead_cli.run_ok("inspect", path, "--format", fmt).stdout
+            assert onnx_lookahead.draw(path, format=fmt) == cli
+    assert onnx_lookahead.draw(out).startswith("digraph lookahead {")
+    with pytest.raises(onnx_lookahead.Error, match="format must be"):
+        onnx_lookahead.draw(out, format="svg")
+    if fixture == "ort_adamw":
+        with pytest.raises(onnx_lookahead.Error, match="nothing to draw"):
+            onnx_lookahead.draw(out / "checkpoint")
+
+
+@pytest.mark.parametrize("fixture", ["ort_adamw", "training_info_sgd.onnx"])
 def test_api_selection_is_the_command_lines(fixture, lookahead_cli, tmp_path):
     """include/exclude (a glob or a list of globs) select what --include/--exclude select."""
     source = FIXTURES / fixture
