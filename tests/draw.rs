@@ -158,6 +158,7 @@ fn pictures_of_other_rewrite_options() {
         ("ort_sgd", "parallel_safe", &["--parallel-safe"][..]),
         ("ort_adamw", "subset", &["--include", "W*"][..]),
         ("training_info_sgd.onnx", "alpha_one.onnx", &["-a", "1"][..]),
+        ("ort_adamw", "reset", &["--inner-state", "reset"][..]),
     ] {
         let out = rewritten(dir.path(), fixture_name, name, extra);
         for format in ["dot", "mermaid"] {
@@ -173,6 +174,11 @@ fn pictures_of_other_rewrite_options() {
                     "{text}"
                 );
                 assert!(!text.contains("lookahead__slow__b1"), "{text}");
+            }
+            "reset" => {
+                assert!(text.contains("AdamW (patched)"), "{text}");
+                assert!(text.contains("If zeroes the moments in place"), "{text}");
+                assert!(!text.contains("(untouched)"), "{text}");
             }
             _ => assert!(text.contains("slow ← fast (α = 1)"), "{text}"),
         }

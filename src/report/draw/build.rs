@@ -181,12 +181,21 @@ fn rewritten(report: &Report, d: &mut Drawing, ids: &mut Ids) {
         if nodes.is_empty() {
             continue;
         }
+        // Patched only by --inner-state reset (ORT AdamW): its own If zeroes the moments.
+        let patched = report.injected_nodes.iter().any(|n| n.graph == g.graph);
+        let state = if patched { "patched" } else { "untouched" };
         let mut node = optimizer_node(
             ids,
-            format!("{}: {} (untouched)", shown(&g.graph), shown(optimizer)),
+            format!("{}: {} ({state})", shown(&g.graph), shown(optimizer)),
             &nodes,
         );
         node.lines.push("steps the fast weights in place".into());
+        if patched {
+            node.lines
+                .push("after the step before each sync: If zeroes the moments in place".into());
+            node.lines
+                .push("AdamW's step restarts at 1 after each reset".into());
+        }
         for if_node in &sync_ifs {
             d.edges.push(edge(
                 &node,
@@ -355,7 +364,8 @@ fn if_lines(
             lines.push(format!("then: slow ← slow + α·(fast − slow), α = {alpha}"));
             lines.push("fast ← slow".into());
         }
-        if let Some(r) = rewrite.filter(|r| r.inner_state != "keep") {
+        // ORT artifacts reset the inner state in the optimizer model, drawn on its own.
+        if let Some(r) = rewrite.filter(|r| r.inner_state != "keep" && training_info) {
             lines.push(format!("optimizer state: {}", shown(&r.inner_state)));
         }
         lines.push(if training_info {
