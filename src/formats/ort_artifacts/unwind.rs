@@ -7,18 +7,14 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::write::{copy_entries_except, replaceable_artifacts};
+use super::write::{SetContents, replaceable_artifacts, write_set};
 use super::{ArtifactSet, present};
 use crate::error::{Error, Result};
 use crate::formats::Unwound;
 use crate::formats::unwind::{final_values, required_record, reverted};
 use crate::generated::onnx::ModelProto;
 use crate::graph::validate::Validated;
-use crate::io::atomic::StagedDir;
-use crate::io::checkpoint::{
-    Checkpoint, ExternalDataLayout, TensorData, read_checkpoint, write_checkpoint_with,
-};
-use crate::io::model::write_model;
+use crate::io::checkpoint::{Checkpoint, ExternalDataLayout, TensorData, read_checkpoint};
 use crate::io::output::{InputPaths, check_output};
 use crate::options::FinalizeOptions;
 use crate::record::{META_PREFIX, Recorded};
@@ -150,38 +146,17 @@ pub(super) fn write_unwound(
     check_output(output, &inputs, options.force, &|existing| {
         replaceable_artifacts(existing, dir)
     })?;
-    let files = &set.files;
-    let mut not_copied = vec![
-        files.training(),
-        files.eval(),
-        files.checkpoint(),
-        files.checkpoint_data(),
-        files.nominal_checkpoint(),
-    ];
-    let stale = files.stale_after_rewrite();
-    not_copied.extend(stale.iter().cloned());
-    not_copied.extend(models.get().iter().map(|(label, _)| label.clone()));
-    let staged = StagedDir::new(output, options.force)?;
-    let write_all = || -> Result<()> {
-        copy_entries_except(dir, staged.path(), &not_copied)?;
-        for (label, model) in models.get() {
-            write_model(model, &staged.path().join(label), true)?;
-        }
-        if let Some(checkpoint) = &unwound.checkpoint {
-            let path = staged.path().join(files.checkpoint());
-            write_checkpoint_with(checkpoint, path, ExternalDataLayout::Keep)?;
-        }
-        if let Some(nominal) = &unwound.nominal {
-            let path = staged.path().join(files.nominal_checkpoint());
-            write_checkpoint_with(nominal, path, ExternalDataLayout::Keep)?;
-        }
-        Ok(())
+    let contents = SetContents {
+        models: models.get(),
+        checkpoint: unwound
+            .checkpoint
+            .as_ref()
+            .map(|c| (c, ExternalDataLayout::Keep)),
+        nominal: unwound.nominal.as_ref(),
     };
-    write_all().map_err(|e| staged.blame(e))?;
-    staged.commit()?;
-    Ok(stale
+    let left_out = write_set(set, &contents, output, options.force)?;
+    Ok(left_out
         .into_iter()
-        .filter(|f| present(&dir.join(f)))
         .map(|f| format!("{f} was not carried over: it describes the rewritten graphs"))
         .collect())
 }

@@ -45,17 +45,6 @@ pub(super) fn write(
     } else {
         None
     };
-    let mut not_copied = vec![
-        files.training(),
-        files.eval(),
-        files.checkpoint(),
-        files.checkpoint_data(),
-        files.nominal_checkpoint(),
-    ];
-    let stale = files.stale_after_rewrite();
-    not_copied.extend(stale.iter().cloned());
-    // The optimizer model is copied byte for byte unless the plan patched it.
-    not_copied.extend(models.get().iter().map(|(label, _)| label.clone()));
     // Slow weights double the parameter bytes; past ORT's own threshold the parameters go to
     // checkpoint.data as ORT would put them, which keeps the FlatBuffer under its 2 GiB limit.
     let layout = if checkpoint.inline_data_bytes() >= EXTERNAL_DATA_THRESHOLD {
@@ -63,19 +52,63 @@ pub(super) fn write(
     } else {
         ExternalDataLayout::Keep
     };
-    let staged = StagedDir::new(output, options.force)?;
+    let contents = SetContents {
+        models: models.get(),
+        checkpoint: Some((&checkpoint, layout)),
+        nominal: nominal.as_ref(),
+    };
+    let left_out = write_set(set, &contents, output, options.force)?;
+    Ok(left_out
+        .into_iter()
+        .map(|f| {
+            format!(
+                "{f} was not carried over: it describes the original graphs (regenerate it from the rewritten .onnx models if needed)"
+            )
+        })
+        .collect())
+}
+
+/// What an output artifacts folder gets written; everything else comes from the input folder.
+pub(super) struct SetContents<'a> {
+    /// The models by file name (the optimizer model only when it was changed).
+    pub models: &'a [(String, ModelProto)],
+    pub checkpoint: Option<(&'a Checkpoint, ExternalDataLayout)>,
+    pub nominal: Option<&'a Checkpoint>,
+}
+
+/// Stages the output folder beside `output` and renames it into place: the input folder's
+/// entries are copied (links as links) except the ones written from `contents` and the ORT-format
+/// copies of the graphs, which would describe other graphs than the output's. Returns the names
+/// of those copies the input held, for a note.
+pub(super) fn write_set(
+    set: &ArtifactSet,
+    contents: &SetContents,
+    output: &Path,
+    force: bool,
+) -> Result<Vec<String>> {
+    let (dir, files) = (&set.dir, &set.files);
+    let stale = files.stale_after_rewrite();
+    let mut not_copied = vec![
+        files.training(),
+        files.eval(),
+        files.checkpoint(),
+        files.checkpoint_data(),
+        files.nominal_checkpoint(),
+    ];
+    not_copied.extend(stale.iter().cloned());
+    not_copied.extend(contents.models.iter().map(|(label, _)| label.clone()));
+    let staged = StagedDir::new(output, force)?;
     let write_all = || -> Result<()> {
         copy_entries_except(dir, staged.path(), &not_copied)?;
-        for (label, model) in models.get() {
+        for (label, model) in contents.models {
             write_model(model, &staged.path().join(label), true)?;
         }
-        write_checkpoint_with(&checkpoint, staged.path().join(files.checkpoint()), layout)?;
-        if let Some(nominal) = &nominal {
-            write_checkpoint_with(
-                nominal,
-                staged.path().join(files.nominal_checkpoint()),
-                ExternalDataLayout::Keep,
-            )?;
+        if let Some((checkpoint, layout)) = contents.checkpoint {
+            write_checkpoint_with(checkpoint, staged.path().join(files.checkpoint()), layout)?;
+        }
+        if let Some(nominal) = contents.nominal {
+            let path = staged.path().join(files.nominal_checkpoint());
+            write_checkpoint_with(nominal, path, ExternalDataLayout::Keep)?;
         }
         Ok(())
     };
@@ -84,11 +117,6 @@ pub(super) fn write(
     Ok(stale
         .into_iter()
         .filter(|f| present(&dir.join(f)))
-        .map(|f| {
-            format!(
-                "{f} was not carried over: it describes the original graphs (regenerate it from the rewritten .onnx models if needed)"
-            )
-        })
         .collect())
 }
 
@@ -236,7 +264,7 @@ fn nominal_with_new_state(mut nominal: Checkpoint, new: &[NewState]) -> Result<C
 /// Copies every entry of the artifacts directory except `skip` (the files the rewrite writes
 /// itself, and stale forms of them): the optimizer model and any other file or folder come out
 /// byte for byte (links as links; special files are refused).
-pub(super) fn copy_entries_except(from: &Path, to: &Path, skip: &[String]) -> Result<()> {
+fn copy_entries_except(from: &Path, to: &Path, skip: &[String]) -> Result<()> {
     let entries = std::fs::read_dir(from).map_err(|e| Error::io("cannot list", from, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("cannot list", from, e))?;
