@@ -8,7 +8,8 @@ use onnx_lookahead::Error;
 use onnx_lookahead::generated::ort_checkpoint::onnxruntime::fbs;
 use onnx_lookahead::io::checkpoint::{
     Checkpoint, CheckpointTensor, ExternalDataLayout, ExternalRange, TensorData, data_type,
-    external_data_path, read_checkpoint, write_checkpoint, write_checkpoint_with,
+    external_data_path, optional_fields_present, read_checkpoint, write_checkpoint,
+    write_checkpoint_with,
 };
 
 /// Tiny MLP (W1 4x8, b1, W2 8x8, b2, W3 8x2, b3), all trainable, as generate_artifacts writes it.
@@ -677,56 +678,6 @@ fn failed_writes_leave_nothing_behind() {
     assert!(file_names(out.path()).is_empty());
 }
 
-/// Which optional fields are present, table by table, in file order.
-fn presence(bytes: &[u8]) -> Vec<bool> {
-    // SAFETY: only called on files read_checkpoint has verified.
-    let root = unsafe { fbs::root_as_checkpoint_unchecked(bytes) };
-    let mut seen = vec![
-        root.module_state().is_some(),
-        root.optimizer_groups().is_some(),
-        root.property_bag().is_some(),
-    ];
-    let mut tensor = |t: fbs::Tensor| {
-        seen.extend([
-            t.name().is_some(),
-            t.doc_string().is_some(),
-            t.dims().is_some(),
-            t.raw_data().is_some(),
-            t.string_data().is_some(),
-        ])
-    };
-    if let Some(module) = root.module_state() {
-        for list in [module.requires_grad_params(), module.frozen_params()] {
-            list.iter().flatten().for_each(&mut tensor);
-        }
-    }
-    for group in root.optimizer_groups().iter().flatten() {
-        for state in group.optimizer_states().iter().flatten() {
-            state.momentums().iter().flatten().for_each(&mut tensor);
-        }
-    }
-    if let Some(module) = root.module_state() {
-        seen.extend([
-            module.requires_grad_params().is_some(),
-            module.frozen_params().is_some(),
-        ]);
-    }
-    for group in root.optimizer_groups().iter().flatten() {
-        seen.push(group.optimizer_states().is_some());
-        for state in group.optimizer_states().iter().flatten() {
-            seen.push(state.momentums().is_some());
-        }
-    }
-    if let Some(bag) = root.property_bag() {
-        seen.extend([
-            bag.ints().is_some(),
-            bag.floats().is_some(),
-            bag.strings().is_some(),
-        ]);
-    }
-    seen
-}
-
 #[test]
 fn absent_and_empty_fields_round_trip_as_they_were() {
     let dir = tempfile::tempdir().unwrap();
@@ -735,8 +686,8 @@ fn absent_and_empty_fields_round_trip_as_they_were() {
         let path = dir.path().join(name);
         write_checkpoint(&read(name), &path).unwrap();
         assert_eq!(
-            presence(&std::fs::read(fixture(name)).unwrap()),
-            presence(&std::fs::read(&path).unwrap()),
+            optional_fields_present(&std::fs::read(fixture(name)).unwrap()).unwrap(),
+            optional_fields_present(&std::fs::read(&path).unwrap()).unwrap(),
             "{name}"
         );
     }
@@ -852,7 +803,7 @@ fn onnx_runtime_external_checkpoint_round_trips_byte_for_byte_data() {
         "the data file is laid out as ONNX Runtime did"
     );
     assert_eq!(
-        presence(&std::fs::read(fixture(name)).unwrap()),
-        presence(&std::fs::read(&path).unwrap())
+        optional_fields_present(&std::fs::read(fixture(name)).unwrap()).unwrap(),
+        optional_fields_present(&std::fs::read(&path).unwrap()).unwrap()
     );
 }

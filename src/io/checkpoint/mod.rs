@@ -20,6 +20,7 @@
 
 mod external;
 mod model;
+mod presence;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ mod write;
 
 pub use external::{EXTERNAL_DATA_SUFFIX, external_data_path};
 pub use model::*;
+pub use presence::optional_fields_present;
 pub use read::read_checkpoint;
 pub use write::{ExternalDataLayout, write_checkpoint, write_checkpoint_with};
 

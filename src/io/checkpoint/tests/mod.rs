@@ -58,64 +58,6 @@ fn assert_same_content(a: &Checkpoint, b: &Checkpoint, what: &str) {
     assert_eq!(a.property_bag, b.property_bag, "{what}");
 }
 
-/// Every optional field of every table, present or not, in a fixed walk order; with the scalar
-/// fields' raw presence (a default value written or left out is the same to readers, so those are
-/// not compared).
-fn presence(bytes: &[u8]) -> Vec<bool> {
-    // SAFETY: only called on buffers parse_checkpoint has verified.
-    let root = unsafe { fbs::root_as_checkpoint_unchecked(bytes) };
-    let mut seen = vec![
-        root.module_state().is_some(),
-        root.optimizer_groups().is_some(),
-        root.property_bag().is_some(),
-    ];
-    let mut tensor = |t: fbs::Tensor| {
-        seen.extend([
-            t.name().is_some(),
-            t.doc_string().is_some(),
-            t.dims().is_some(),
-            t.raw_data().is_some(),
-            t.string_data().is_some(),
-        ])
-    };
-    if let Some(module) = root.module_state() {
-        for list in [module.requires_grad_params(), module.frozen_params()] {
-            list.iter().flatten().for_each(&mut tensor);
-        }
-    }
-    for group in root.optimizer_groups().iter().flatten() {
-        for state in group.optimizer_states().iter().flatten() {
-            state.momentums().iter().flatten().for_each(&mut tensor);
-        }
-    }
-    if let Some(module) = root.module_state() {
-        seen.extend([
-            module.requires_grad_params().is_some(),
-            module.frozen_params().is_some(),
-        ]);
-    }
-    for group in root.optimizer_groups().iter().flatten() {
-        seen.extend([
-            group.group_name().is_some(),
-            group.optimizer_states().is_some(),
-        ]);
-        for state in group.optimizer_states().iter().flatten() {
-            seen.extend([state.param_name().is_some(), state.momentums().is_some()]);
-        }
-    }
-    if let Some(bag) = root.property_bag() {
-        seen.extend([
-            bag.ints().is_some(),
-            bag.floats().is_some(),
-            bag.strings().is_some(),
-        ]);
-        for p in bag.strings().iter().flatten() {
-            seen.extend([p.name().is_some(), p.value().is_some()]);
-        }
-    }
-    seen
-}
-
 /// Writes `checkpoint` with `layout` through the streamed writer's layout and through the
 /// `flatbuffers` crate's builder with the same placements, and checks that both decode to the
 /// same model with the same optional fields present; that the streamed layout passes the
@@ -132,7 +74,11 @@ fn cross_check(name: &str, checkpoint: &Checkpoint, layout: ExternalDataLayout) 
     let from_ours = parse_checkpoint(&ours, Path::new(name)).expect("ours reads");
     let from_theirs = parse_checkpoint(&theirs, Path::new(name)).expect("reference reads");
     assert_same_content(&from_ours, &from_theirs, name);
-    assert_eq!(presence(&ours), presence(&theirs), "{name}");
+    assert_eq!(
+        optional_fields_present(&ours).unwrap(),
+        optional_fields_present(&theirs).unwrap(),
+        "{name}"
+    );
     if layout == ExternalDataLayout::Keep {
         assert_same_content(&from_ours, checkpoint, name);
     }
