@@ -173,11 +173,7 @@ fn rewritten(report: &Report, d: &mut Drawing, ids: &mut Ids) {
     // to the sync it works with.
     let optimizer = report.optimizer.as_deref().unwrap_or("optimizer");
     for g in report.graphs.iter().filter(|g| g.lookahead.is_none()) {
-        let nodes: Vec<&NodeRef> = report
-            .optimizer_nodes
-            .iter()
-            .filter(|n| n.graph == g.graph)
-            .collect();
+        let nodes = optimizer_nodes_in(report, &g.graph);
         if nodes.is_empty() {
             continue;
         }
@@ -497,11 +493,7 @@ fn not_rewritten(report: &Report, d: &mut Drawing, ids: &mut Ids) {
     let optimizer = report.optimizer.as_deref().unwrap_or("optimizer");
     let mut optimizers = Vec::new();
     for g in &report.graphs {
-        let nodes: Vec<&NodeRef> = report
-            .optimizer_nodes
-            .iter()
-            .filter(|n| n.graph == g.graph)
-            .collect();
+        let nodes = optimizer_nodes_in(report, &g.graph);
         if nodes.is_empty() {
             continue;
         }
@@ -591,4 +583,13 @@ fn count(n: usize, what: &str) -> String {
     } else {
         format!("{n} {what}s")
     }
+}
+
+/// The optimizer update nodes the report found in one graph.
+fn optimizer_nodes_in<'r>(report: &'r Report, graph: &str) -> Vec<&'r NodeRef> {
+    report
+        .optimizer_nodes
+        .iter()
+        .filter(|n| n.graph == graph)
+        .collect()
 }
