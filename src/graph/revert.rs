@@ -93,13 +93,11 @@ mod tests {
     use crate::graph::patch::{BindingEdit, GraphEdit, GraphId, ModelPatch, apply};
 
     fn node(name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-        NodeProto {
-            name: Some(name.into()),
-            op_type: Some("Op".into()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }
+        crate::graph::build::Node::new("Op")
+            .name(name)
+            .inputs(inputs.iter().copied())
+            .outputs(outputs.iter().copied())
+            .build()
     }
 
     fn binding(key: &str, value: &str) -> StringStringEntryProto {

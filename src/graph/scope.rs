@@ -230,12 +230,10 @@ mod tests {
     use crate::generated::onnx::ValueInfoProto;
 
     fn node(inputs: &[&str], outputs: &[&str]) -> NodeProto {
-        NodeProto {
-            op_type: Some("Op".into()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }
+        crate::graph::build::Node::new("Op")
+            .inputs(inputs.iter().copied())
+            .outputs(outputs.iter().copied())
+            .build()
     }
 
     fn with_branch(mut n: NodeProto, nodes: Vec<NodeProto>, outputs: &[&str]) -> NodeProto {

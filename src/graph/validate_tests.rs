@@ -10,12 +10,10 @@ fn vi(name: &str) -> ValueInfoProto {
 }
 
 fn node(inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    NodeProto {
-        op_type: Some("Relu".into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
+    crate::graph::build::Node::new("Relu")
+        .inputs(inputs.iter().copied())
+        .outputs(outputs.iter().copied())
+        .build()
 }
 
 fn graph(nodes: Vec<NodeProto>, outputs: &[&str]) -> GraphProto {
