@@ -120,33 +120,49 @@ pub trait Adapter {
     fn analysis_mut(&mut self) -> &mut Analysis;
     /// Every name a rewrite must not reuse: all names of all models (and of the checkpoint).
     fn reserved_names(&self) -> NameGenerator;
+    /// Why an inspect-only input is neither rewritten nor finalized: what the operations below
+    /// return where an adapter does not provide them.
+    fn refusal(&self) -> Error {
+        Error::Unsupported {
+            path: self.path().to_path_buf(),
+            reason: "this input can only be inspected".into(),
+        }
+    }
     /// The scheme's injection into this input.
     fn plan(
         &self,
-        scheme: &dyn Scheme,
-        options: &RewriteOptions,
-        names: &mut NameGenerator,
-    ) -> Result<Plan>;
+        _scheme: &dyn Scheme,
+        _options: &RewriteOptions,
+        _names: &mut NameGenerator,
+    ) -> Result<Plan> {
+        Err(self.refusal())
+    }
     /// Writes the validated models and everything else of the output, staged and renamed into
     /// place; returns notes for the user (files left out).
     fn write(
         &self,
-        models: Validated<Vec<(String, crate::generated::onnx::ModelProto)>>,
-        plan: &Plan,
-        record: &RewriteRecord,
-        output: &Path,
-        options: &RewriteOptions,
-    ) -> Result<Vec<String>>;
+        _models: Validated<Vec<(String, crate::generated::onnx::ModelProto)>>,
+        _plan: &Plan,
+        _record: &RewriteRecord,
+        _output: &Path,
+        _options: &RewriteOptions,
+    ) -> Result<Vec<String>> {
+        Err(self.refusal())
+    }
     /// Takes the recorded rewrite back: the plain models with the chosen weights.
-    fn unwind(&self, options: &FinalizeOptions) -> Result<Unwound>;
+    fn unwind(&self, _options: &FinalizeOptions) -> Result<Unwound> {
+        Err(self.refusal())
+    }
     /// Writes the plain result, staged and renamed into place; returns notes for the user.
     fn write_unwound(
         &self,
-        models: Validated<Vec<(String, crate::generated::onnx::ModelProto)>>,
-        unwound: Unwound,
-        output: &Path,
-        options: &FinalizeOptions,
-    ) -> Result<Vec<String>>;
+        _models: Validated<Vec<(String, crate::generated::onnx::ModelProto)>>,
+        _unwound: Unwound,
+        _output: &Path,
+        _options: &FinalizeOptions,
+    ) -> Result<Vec<String>> {
+        Err(self.refusal())
+    }
 }
 
 /// Writes a single-model output: the destination checked against `input` and its data files,

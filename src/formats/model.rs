@@ -7,16 +7,15 @@ use crate::error::{Error, Result};
 use crate::formats::unwind::{
     copy_values, final_values, initializers, required_record, reverted, set_raw, tensor_values,
 };
-use crate::formats::{Adapter, Analysis, Format, Plan, Unwound, only_model, write_model_file};
+use crate::formats::{Adapter, Analysis, Format, Unwound, only_model, write_model_file};
 use crate::generated::onnx::ModelProto;
 use crate::graph::names::NameGenerator;
 use crate::graph::validate::Validated;
 use crate::inject::ort::LAZY_RESET_GRAD;
 use crate::io::external_data::check_external_data;
 use crate::io::model::ModelFile;
-use crate::options::{FinalizeOptions, RewriteOptions};
-use crate::record::RewriteRecord;
-use crate::scheme::{EvalWeights, Scheme};
+use crate::options::FinalizeOptions;
+use crate::scheme::EvalWeights;
 
 pub struct PlainModel {
     file: ModelFile,
@@ -48,16 +47,16 @@ impl PlainModel {
         };
         PlainModel { file, analysis }
     }
+}
 
+impl Adapter for PlainModel {
     fn refusal(&self) -> Error {
         Error::NoOptimizer {
             path: self.file.path.clone(),
             reason: "nothing to rewrite".into(),
         }
     }
-}
 
-impl Adapter for PlainModel {
     fn format(&self) -> Format {
         Format::Model
     }
@@ -80,21 +79,6 @@ impl Adapter for PlainModel {
 
     fn reserved_names(&self) -> NameGenerator {
         NameGenerator::for_model(&self.file.model)
-    }
-
-    fn plan(&self, _: &dyn Scheme, _: &RewriteOptions, _: &mut NameGenerator) -> Result<Plan> {
-        Err(self.refusal())
-    }
-
-    fn write(
-        &self,
-        _: Validated<Vec<(String, ModelProto)>>,
-        _: &Plan,
-        _: &RewriteRecord,
-        _: &Path,
-        _: &RewriteOptions,
-    ) -> Result<Vec<String>> {
-        Err(self.refusal())
     }
 
     /// An inference model exported (`export_model_for_inferencing`) from rewritten artifacts: the

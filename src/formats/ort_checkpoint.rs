@@ -5,15 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::formats::{Adapter, Analysis, Format, Parameter, Plan, Unwound};
-use crate::generated::onnx::ModelProto;
+use crate::formats::{Adapter, Analysis, Format, Parameter};
 use crate::graph::names::NameGenerator;
-use crate::graph::validate::Validated;
 use crate::io::checkpoint::{Checkpoint, FILE_IDENTIFIER, read_checkpoint};
 use crate::io::model::ModelFile;
-use crate::options::{FinalizeOptions, RewriteOptions};
 use crate::record::{META_RECORD, Recorded, RewriteRecord};
-use crate::scheme::Scheme;
 
 /// Whether the file at `path` is a FlatBuffer with the checkpoint identifier (bytes 4..8).
 pub fn is_checkpoint(path: &Path) -> bool {
@@ -73,15 +69,6 @@ impl OrtCheckpoint {
             analysis,
         })
     }
-
-    fn refusal(&self) -> Error {
-        Error::Unsupported {
-            path: self.path.clone(),
-            reason: "a checkpoint alone is neither rewritten nor finalized; pass its artifacts \
-                     directory (finalize --checkpoint takes a checkpoint saved during training)"
-                .into(),
-        }
-    }
 }
 
 /// The record a rewrite left in a checkpoint's property bag.
@@ -96,6 +83,15 @@ pub fn recorded(checkpoint: &Checkpoint) -> Recorded {
 }
 
 impl Adapter for OrtCheckpoint {
+    fn refusal(&self) -> Error {
+        Error::Unsupported {
+            path: self.path.clone(),
+            reason: "a checkpoint alone is neither rewritten nor finalized; pass its artifacts \
+                     directory (finalize --checkpoint takes a checkpoint saved during training)"
+                .into(),
+        }
+    }
+
     fn format(&self) -> Format {
         Format::OrtCheckpoint
     }
@@ -122,34 +118,5 @@ impl Adapter for OrtCheckpoint {
 
     fn reserved_names(&self) -> NameGenerator {
         NameGenerator::empty()
-    }
-
-    fn plan(&self, _: &dyn Scheme, _: &RewriteOptions, _: &mut NameGenerator) -> Result<Plan> {
-        Err(self.refusal())
-    }
-
-    fn write(
-        &self,
-        _: Validated<Vec<(String, ModelProto)>>,
-        _: &Plan,
-        _: &RewriteRecord,
-        _: &Path,
-        _: &RewriteOptions,
-    ) -> Result<Vec<String>> {
-        Err(self.refusal())
-    }
-
-    fn unwind(&self, _: &FinalizeOptions) -> Result<Unwound> {
-        Err(self.refusal())
-    }
-
-    fn write_unwound(
-        &self,
-        _: Validated<Vec<(String, ModelProto)>>,
-        _: Unwound,
-        _: &Path,
-        _: &FinalizeOptions,
-    ) -> Result<Vec<String>> {
-        Err(self.refusal())
     }
 }
