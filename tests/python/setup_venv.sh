@@ -6,14 +6,16 @@
 # of that file is kept in target/py-venv/.requirements.sha256 and written only after a complete,
 # successful install, so an interrupted install is redone on the next call.
 #
-# Usage: tests/python/setup_venv.sh            (prints the venv's python path on stdout)
+# Usage: tests/python/setup_venv.sh [REQUIREMENTS NAME]   (prints the venv's python path on stdout)
+#        Without arguments: tests/python/requirements.txt into target/py-venv. With them: another
+#        pinned venv at target/NAME, e.g. an older ONNX Runtime release from tests/python/releases/.
 # Env:   PYTHON   interpreter to build the venv with (default: python3; 3.11 is what is pinned for)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-req="$here/requirements.txt"
-venv="$repo/target/py-venv"
+req="${1:-$here/requirements.txt}"
+venv="$repo/target/${2:-py-venv}"
 stamp="$venv/.requirements.sha256"
 want="$(sha256sum "$req" | cut -d' ' -f1)"
 
