@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::compat::Release;
 use crate::inject::ort::AliasOp;
 use crate::scheme::InnerState;
 use crate::{DrawFormat, Error, EvalWeights, FinalizeOptions, Options, RewriteOptions};
@@ -76,6 +77,11 @@ enum Command {
         /// the Lookahead weights (the ones training continues from) or the slow weights.
         #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
         eval_weights: Weights,
+        /// ONNX Runtime artifacts: write the set so that this ONNX Runtime training release (and
+        /// onnxruntime-web of the same number) loads it: checkpoint format, IR version, unused
+        /// opset imports (1.16, 1.17, 1.18, 1.19). Default: keep the input's.
+        #[arg(long, value_name = "VERSION", value_parser = parse_release)]
+        target_ort: Option<&'static Release>,
     },
     /// Turn a rewrite's output back into its plain form at the chosen weights: rewritten
     /// artifacts (with a checkpoint saved during training), a rewritten training_info model, or
@@ -97,6 +103,10 @@ enum Command {
         /// Replace an existing output (only an earlier output of the same kind).
         #[arg(long)]
         force: bool,
+        /// ONNX Runtime artifacts: write the plain set so that this ONNX Runtime training release
+        /// loads it (1.16, 1.17, 1.18, 1.19). Default: keep the input's headers.
+        #[arg(long, value_name = "VERSION", value_parser = parse_release)]
+        target_ort: Option<&'static Release>,
     },
     /// Show what the tool finds in a model or artifacts directory, and what a rewrite injected.
     Inspect {
@@ -200,6 +210,16 @@ fn parse_k(text: &str) -> Result<u64, String> {
     Err(format!("{text:?} is not a whole number"))
 }
 
+/// An ONNX Runtime training release as `--target-ort` takes it ("1.19" or "1.19.2").
+fn parse_release(text: &str) -> Result<&'static Release, String> {
+    crate::compat::release(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not an ONNX Runtime training release this tool knows ({}; training packages end at 1.19)",
+            crate::compat::release_ids()
+        )
+    })
+}
+
 /// alpha as given: a number whose decimal text is not zero but which rounds to 0 as a double
 /// (1e-400) is refused here, where the text is still known.
 fn parse_alpha(text: &str) -> Result<f64, String> {
@@ -235,6 +255,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             include,
             exclude,
             inner_state,
+            target_ort,
         } => {
             let options = RewriteOptions {
                 lookahead: Options::new(k, alpha)?.with_inner_state(inner_state.into()),
@@ -248,6 +269,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 eval_weights: eval_weights.into(),
                 include,
                 exclude,
+                target_ort,
             };
             let summary = crate::rewrite(&input, &output, &options)
                 .map_err(|e| in_context("cannot rewrite", &input, e))?;
@@ -270,11 +292,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             weights,
             checkpoint,
             force,
+            target_ort,
         } => {
             let options = FinalizeOptions {
                 weights: weights.into(),
                 checkpoint,
                 force,
+                target_ort,
             };
             let summary = crate::finalize(&input, &output, &options)
                 .map_err(|e| in_context("cannot finalize", &input, e))?;

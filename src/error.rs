@@ -64,6 +64,14 @@ pub enum Error {
         where_used: String,
     },
 
+    /// `--target-ort`: the set cannot be written so that this release loads it (and why).
+    #[error("{}: cannot be written for ONNX Runtime {release}: {reason}", path.display())]
+    TargetOrt {
+        path: PathBuf,
+        release: String,
+        reason: String,
+    },
+
     /// k or alpha out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

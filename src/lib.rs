@@ -7,6 +7,7 @@
 //! rewrite writes down about itself; `report` renders `inspect`.
 
 pub mod cli;
+pub mod compat;
 pub mod error;
 pub mod formats;
 pub mod generated;

@@ -1,5 +1,6 @@
 //! What a caller asks of a rewrite besides the scheme's own settings.
 
+use crate::compat::Release;
 use crate::inject::ort::AliasOp;
 use crate::scheme::{EvalWeights, Lookahead};
 
@@ -18,6 +19,9 @@ pub struct RewriteOptions {
     /// Glob patterns of trainable parameters to wrap (empty: all) and to leave alone.
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// ORT artifacts: write the set so that this ONNX Runtime release loads it (`--target-ort`);
+    /// None keeps the input's headers.
+    pub target_ort: Option<&'static Release>,
 }
 
 /// What a caller asks of `finalize`.
@@ -31,4 +35,6 @@ pub struct FinalizeOptions {
     pub checkpoint: Option<std::path::PathBuf>,
     /// Replace an existing output (only an earlier output of the same kind).
     pub force: bool,
+    /// ORT artifacts: write the plain set so that this ONNX Runtime release loads it.
+    pub target_ort: Option<&'static Release>,
 }

@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::compat;
 use crate::error::Result;
 use crate::formats::{self, Format};
 use crate::graph::patch;
@@ -41,6 +42,7 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
     if let Some(refusal) = source.analysis_mut().take_refusal(options) {
         return Err(refusal);
     }
+    target_applies(source.as_ref(), options.target_ort)?;
     let scheme = options.lookahead;
     let mut names = source.reserved_names();
     let plan = source.plan(&scheme, options, &mut names)?;
@@ -76,8 +78,15 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
     }
     record.undo = Default::default();
     let state_bytes = state_bytes(source.analysis(), &record);
+    let loads_note = retarget(
+        source.as_ref(),
+        options.target_ort,
+        &mut models,
+        source.checkpoint(),
+    )?;
     let validated = validate_models(models)?;
-    let notes = source.write(validated, &plan, &record, output, options)?;
+    let mut notes = source.write(validated, &plan, &record, output, options)?;
+    notes.extend(loads_note);
     Ok(RewriteSummary {
         format: source.format(),
         output: output.to_path_buf(),
@@ -137,11 +146,19 @@ pub fn finalize(input: &Path, output: &Path, options: &FinalizeOptions) -> Resul
     if let Some(position) = lossy {
         return Err(source.analysis_mut().refusals.remove(position));
     }
+    target_applies(source.as_ref(), options.target_ort)?;
     let mut unwound = source.unwind(options)?;
-    let models = std::mem::take(&mut unwound.models);
+    let mut models = std::mem::take(&mut unwound.models);
     let changed = unwound.changed.clone();
+    let loads_note = retarget(
+        source.as_ref(),
+        options.target_ort,
+        &mut models,
+        unwound.checkpoint.as_ref(),
+    )?;
     let validated = validate_models(models)?;
-    let notes = source.write_unwound(validated, unwound, output, options)?;
+    let mut notes = source.write_unwound(validated, unwound, output, options)?;
+    notes.extend(loads_note);
     Ok(FinalizeSummary {
         format: source.format(),
         output: output.to_path_buf(),
@@ -149,6 +166,53 @@ pub fn finalize(input: &Path, output: &Path, options: &FinalizeOptions) -> Resul
         changed,
         notes,
     })
+}
+
+/// `--target-ort` is about ONNX Runtime training artifacts: refused for any other input.
+fn target_applies(source: &dyn formats::Adapter, target: Option<&compat::Release>) -> Result<()> {
+    match target {
+        Some(release) if source.format() != Format::OrtArtifacts => {
+            Err(crate::error::Error::InvalidOption(format!(
+                "--target-ort {} applies to ONNX Runtime training artifacts; {} is {}",
+                release.id,
+                source.path().display(),
+                match source.format() {
+                    Format::TrainingInfo =>
+                        "a model with training_info (trained by onnx_lookahead.training_info, not ONNX Runtime)",
+                    Format::OrtCheckpoint => "a lone checkpoint",
+                    _ => "a model, not an artifacts set",
+                }
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes the target release's headers into an artifacts set's output models; without a target,
+/// a note when no ONNX Runtime training release would load the output as written.
+fn retarget(
+    source: &dyn formats::Adapter,
+    target: Option<&'static compat::Release>,
+    models: &mut Vec<(String, crate::generated::onnx::ModelProto)>,
+    checkpoint: Option<&crate::io::checkpoint::Checkpoint>,
+) -> Result<Option<String>> {
+    if source.format() != Format::OrtArtifacts {
+        return Ok(None);
+    }
+    let originals: Vec<(String, &crate::generated::onnx::ModelProto)> = source
+        .models()
+        .into_iter()
+        .map(|(label, file)| (label, &file.model))
+        .collect();
+    if let Some(release) = target {
+        compat::target::retarget_models(release, source.path(), &originals, models)?;
+        return Ok(None);
+    }
+    let view = compat::SetView {
+        models: compat::target::output_models(&originals, models),
+        checkpoint: source.checkpoint_name().zip(checkpoint.map(|c| c.version)),
+    };
+    Ok(compat::target::unloadable_note(&view, checkpoint))
 }
 
 /// Reports what the tool finds in `input`, including what a rewrite would refuse.

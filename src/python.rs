@@ -72,6 +72,18 @@ fn weights(name: &str) -> PyResult<EvalWeights> {
     }
 }
 
+fn release(name: Option<&str>) -> PyResult<Option<&'static crate::compat::Release>> {
+    name.map(|name| {
+        crate::compat::release(name).ok_or_else(|| {
+            Error::new_err(format!(
+                "invalid option: target_ort must be one of {} (an ONNX Runtime training release), got {name:?}",
+                crate::compat::release_ids()
+            ))
+        })
+    })
+    .transpose()
+}
+
 fn inner_state(name: &str) -> PyResult<InnerState> {
     InnerState::from_id(name).ok_or_else(|| {
         Error::new_err(format!(
@@ -81,7 +93,7 @@ fn inner_state(name: &str) -> PyResult<InnerState> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights, include, exclude, inner_state))]
+#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights, include, exclude, inner_state, target_ort))]
 #[allow(clippy::too_many_arguments)]
 fn rewrite(
     py: Python<'_>,
@@ -96,6 +108,7 @@ fn rewrite(
     include: Vec<String>,
     exclude: Vec<String>,
     inner_state: &str,
+    target_ort: Option<&str>,
 ) -> PyResult<String> {
     let lookahead = Options::new(k, alpha)
         .map_err(|e| Error::new_err(e.to_string()))?
@@ -112,6 +125,7 @@ fn rewrite(
         eval_weights: weights(eval_weights)?,
         include,
         exclude,
+        target_ort: release(target_ort)?,
     };
     let summary = run(py, "cannot rewrite", &input, || {
         crate::rewrite(&input, &output, &options)
@@ -152,7 +166,7 @@ fn draw(py: Python<'_>, input: PathBuf, format: &str) -> PyResult<String> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (input, output, weights_name, checkpoint, force))]
+#[pyo3(signature = (input, output, weights_name, checkpoint, force, target_ort))]
 fn finalize(
     py: Python<'_>,
     input: PathBuf,
@@ -160,11 +174,13 @@ fn finalize(
     weights_name: &str,
     checkpoint: Option<PathBuf>,
     force: bool,
+    target_ort: Option<&str>,
 ) -> PyResult<String> {
     let options = FinalizeOptions {
         weights: weights(weights_name)?,
         checkpoint,
         force,
+        target_ort: release(target_ort)?,
     };
     let summary = run(py, "cannot finalize", &input, || {
         crate::finalize(&input, &output, &options)

@@ -48,6 +48,7 @@ def rewrite(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     inner_state: str = "keep",
+    target_ort: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Writes a Lookahead version of ``input`` to ``output`` and returns what it did.
 
@@ -62,7 +63,11 @@ def rewrite(
     to wrap (default: all) and to leave to the inner optimizer alone. ``inner_state``: what a
     sync does to the inner optimizer's state: ``"keep"`` (the paper), ``"reset"`` (restart it, as
     optax's ``reset_state``) or ``"pullback"`` (interpolate the momentum like the weights, as the
-    authors' code).
+    authors' code). ``target_ort``: an ONNX Runtime training release (``"1.16"``, ``"1.17"``,
+    ``"1.18"``, ``"1.19"``) to write the artifacts for: checkpoint format, IR version and unused
+    opset imports set to what it (and onnxruntime-web of the same number) loads, where that changes
+    nothing the set computes; refused with the reason otherwise. ``None`` keeps the input's; a
+    note then says when no release would load the output.
 
     Returns ``{"format", "output", "optimizer", "k", "alpha", "wrapped_parameters",
     "injected_nodes", "state_bytes", "notes"}``.
@@ -80,6 +85,7 @@ def rewrite(
         _patterns("include", include),
         _patterns("exclude", exclude),
         str(inner_state),
+        _release(target_ort),
     )
     return json.loads(summary)
 
@@ -87,7 +93,8 @@ def rewrite(
 def inspect(path: PathLike) -> Dict[str, Any]:
     """What the tool finds in a model, an artifacts directory or a checkpoint file: exactly the
     JSON of ``onnx-lookahead inspect --format json`` as a dict (format, optimizer, parameters,
-    the record of a rewrite, what a rewrite would refuse, ...)."""
+    the record of a rewrite, what a rewrite would refuse, which ONNX Runtime releases load it
+    (``compatibility``), ...)."""
     return json.loads(_native.inspect(os.fspath(path)))
 
 
@@ -111,13 +118,15 @@ def finalize(
     weights: str = "lookahead",
     checkpoint: Optional[PathLike] = None,
     force: bool = False,
+    target_ort: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Turns what :func:`rewrite` produced back into its plain form at the chosen weights.
 
     ``input``: rewritten artifacts (``checkpoint``: one saved during training; default: the
     artifacts' own), a rewritten training_info model, or an inference model exported from
     rewritten artifacts. ``weights``: ``"lookahead"`` (the weights the model evaluates at, a
-    pending sync applied) or ``"slow"``. Returns ``{"format", "output", "weights",
+    pending sync applied) or ``"slow"``. ``target_ort``: as for :func:`rewrite`, the ONNX Runtime
+    training release the plain set is written for. Returns ``{"format", "output", "weights",
     "changed_parameters", "notes"}``.
     """
     summary = _native.finalize(
@@ -126,8 +135,17 @@ def finalize(
         str(weights),
         None if checkpoint is None else os.fspath(checkpoint),
         bool(force),
+        _release(target_ort),
     )
     return json.loads(summary)
+
+
+def _release(value: object) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Error(f"invalid option: target_ort must be a release such as \"1.19\" (a string), got {value!r}")
+    return value
 
 
 def _patterns(name: str, value: object) -> List[str]:

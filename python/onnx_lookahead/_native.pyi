@@ -21,10 +21,16 @@ def rewrite(
     include: List[str],
     exclude: List[str],
     inner_state: str,
+    target_ort: Optional[str],
 ) -> str: ...
 def inspect(input: str) -> str: ...
 def draw(input: str, format: str) -> str: ...
 def finalize(
-    input: str, output: str, weights_name: str, checkpoint: Optional[str], force: bool
+    input: str,
+    output: str,
+    weights_name: str,
+    checkpoint: Optional[str],
+    force: bool,
+    target_ort: Optional[str],
 ) -> str: ...
 def run_cli(argv: List[str]) -> int: ...

@@ -116,6 +116,10 @@ pub trait Adapter {
     fn checkpoint(&self) -> Option<&Checkpoint> {
         None
     }
+    /// The checkpoint's file name, for messages.
+    fn checkpoint_name(&self) -> Option<String> {
+        None
+    }
     fn analysis(&self) -> &Analysis;
     fn analysis_mut(&mut self) -> &mut Analysis;
     /// Every name a rewrite must not reuse: all names of all models (and of the checkpoint).

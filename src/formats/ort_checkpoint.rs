@@ -108,6 +108,12 @@ impl Adapter for OrtCheckpoint {
         Some(&self.checkpoint)
     }
 
+    fn checkpoint_name(&self) -> Option<String> {
+        self.path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    }
+
     fn analysis(&self) -> &Analysis {
         &self.analysis
     }

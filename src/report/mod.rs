@@ -4,6 +4,7 @@
 //! renderings of it.
 
 mod checkpoint;
+pub mod compat;
 pub mod draw;
 mod text;
 pub mod wiring;
@@ -47,6 +48,9 @@ pub struct Report {
     pub checkpoint: Option<checkpoint::CheckpointReport>,
     /// Why `rewrite` would refuse this input (empty when it would not).
     pub refusals: Vec<String>,
+    /// Artifacts and checkpoints: which ONNX Runtime releases load it (training 1.16-1.19,
+    /// onnxruntime-web 1.17-1.19), and what `--target-ort` can do (empty for models).
+    pub compatibility: Vec<compat::CompatibilityReport>,
     pub graphs: Vec<GraphReport>,
 }
 
@@ -246,6 +250,7 @@ pub fn build(input: &dyn Adapter) -> Report {
         state_bytes,
         checkpoint: input.checkpoint().map(checkpoint::report),
         refusals: analysis.refusals.iter().map(|e| e.to_string()).collect(),
+        compatibility: compat::build(input),
         graphs,
     }
 }

@@ -89,6 +89,7 @@ impl Report {
                 let _ = writeln!(s, "  {r}");
             }
         }
+        self.render_compatibility(&mut s);
         s
     }
 

@@ -216,6 +216,16 @@ def test_inspect_reports_the_trainable_parameters(model, zoo_rewritten, lookahea
     assert flags == {**{n: True for n in model.trainable}, **{n: False for n in model.frozen}}
 
 
+@pytest.mark.parametrize("model", MODELS, ids=model_id)
+def test_compatibility_report_knows_every_operator(model, zoo_stock, zoo_rewritten, lookahead_cli):
+    """Every zoo set trains in ONNX Runtime 1.19.2, stock and rewritten (the tests above): the
+    report must say that 1.19 loads both, so no operator generate_artifacts or the rewrite emits is
+    missing from its tables (test_releases.py checks the other releases on the MLPs)."""
+    for directory in (zoo_stock(model, _opt_for(model)), zoo_rewritten(model, _opt_for(model), 3, 0.5)):
+        rows = {r["runtime"]: r for r in lookahead_cli.inspect(directory)["compatibility"]}
+        assert rows["onnxruntime-training 1.19"]["loads"], rows["onnxruntime-training 1.19"]
+
+
 # ------------------------------------------------------------------------------------ KNOWN BUGS
 @pytest.mark.xfail(strict=True, reason=(
     "documented limitation (README, known edges): a parameter that is itself an eval-graph output "

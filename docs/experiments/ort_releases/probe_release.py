@@ -138,14 +138,19 @@ def contrib_ops(domain: str, candidates) -> list[str]:
 
 
 def candidate_names() -> list[str]:
-    """Identifier-like strings of the release's binary: every registered name is one."""
+    """Identifier-like strings of the release's binary and their capitalised suffixes: every
+    registered name is one of them."""
     folder = os.path.join(os.path.dirname(ort.__file__), "capi")
     names = set()
     for file in os.listdir(folder):
         if ".so" not in file:
             continue
         data = open(os.path.join(folder, file), "rb").read()
-        names.update(m.decode() for m in re.findall(rb"(?<![A-Za-z0-9_])[A-Z][A-Za-z0-9_]{1,63}(?![A-Za-z0-9_])", data))
+        for match in re.findall(rb"(?<![A-Za-z0-9_])[A-Z][A-Za-z0-9_]{1,63}(?![A-Za-z0-9_])", data):
+            word = match.decode()
+            # The linker stores a string that ends another one as that one's tail ("ReluGrad" in
+            # "LeakyReluGrad"), so every capitalised suffix is a candidate too.
+            names.update(word[i:] for i in range(len(word)) if word[i].isupper())
     return sorted(names)
 
 

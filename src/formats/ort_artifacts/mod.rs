@@ -161,6 +161,10 @@ impl Adapter for OrtArtifacts {
         Some(&self.set.checkpoint)
     }
 
+    fn checkpoint_name(&self) -> Option<String> {
+        Some(self.set.files.checkpoint())
+    }
+
     fn analysis(&self) -> &Analysis {
         &self.analysis
     }

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::write::{SetContents, replaceable_artifacts, write_set};
+use super::write::{SetContents, replaceable_artifacts, retarget_checkpoints, write_set};
 use super::{ArtifactSet, present};
 use crate::error::{Error, Result};
 use crate::formats::Unwound;
@@ -146,6 +146,16 @@ pub(super) fn write_unwound(
     check_output(output, &inputs, options.force, &|existing| {
         replaceable_artifacts(existing, dir)
     })?;
+    let mut unwound = unwound;
+    if let Some(checkpoint) = unwound.checkpoint.as_mut() {
+        retarget_checkpoints(
+            set,
+            options.target_ort,
+            checkpoint,
+            unwound.nominal.as_mut(),
+            ExternalDataLayout::Keep,
+        )?;
+    }
     let contents = SetContents {
         models: models.get(),
         checkpoint: unwound

@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use super::{ArtifactFiles, ArtifactSet, present};
+use crate::compat::Release;
+use crate::compat::target::checkpoint_format;
 use crate::error::{Error, Result};
 use crate::formats::Plan;
 use crate::generated::onnx::ModelProto;
@@ -35,9 +37,9 @@ pub(super) fn write(
         replaceable_artifacts(existing, dir)
     })?;
     let files = &set.files;
-    let checkpoint = with_new_state(&set.checkpoint, &plan.new_state, Some(record))?;
+    let mut checkpoint = with_new_state(&set.checkpoint, &plan.new_state, Some(record))?;
     let nominal_path = dir.join(files.nominal_checkpoint());
-    let nominal = if present(&nominal_path) {
+    let mut nominal = if present(&nominal_path) {
         Some(nominal_with_new_state(
             read_checkpoint(&nominal_path)?,
             &plan.new_state,
@@ -52,6 +54,13 @@ pub(super) fn write(
     } else {
         ExternalDataLayout::Keep
     };
+    retarget_checkpoints(
+        set,
+        options.target_ort,
+        &mut checkpoint,
+        nominal.as_mut(),
+        layout,
+    )?;
     let contents = SetContents {
         models: models.get(),
         checkpoint: Some((&checkpoint, layout)),
@@ -66,6 +75,35 @@ pub(super) fn write(
             )
         })
         .collect())
+}
+
+/// Gives the output checkpoints (the set's and its nominal one) the format version `target`
+/// reads, or says why they cannot have it; without a target they keep their own.
+pub(super) fn retarget_checkpoints(
+    set: &ArtifactSet,
+    target: Option<&Release>,
+    checkpoint: &mut Checkpoint,
+    nominal: Option<&mut Checkpoint>,
+    layout: ExternalDataLayout,
+) -> Result<()> {
+    let Some(release) = target else {
+        return Ok(());
+    };
+    let refuse = |reason: String| crate::compat::target::refusal(release, &set.dir, reason);
+    let name = set.files.checkpoint();
+    if release.checkpoint_format == 1 && layout == ExternalDataLayout::ModuleStateExternal {
+        return Err(refuse(format!(
+            "{name} with the slow weights holds {} of tensors, which needs an external data file, and checkpoint format 1 (ONNX Runtime {}) cannot refer to one",
+            crate::report::human_bytes(checkpoint.inline_data_bytes()),
+            release.id
+        )));
+    }
+    checkpoint.version = checkpoint_format(release, &name, checkpoint).map_err(refuse)?;
+    if let Some(nominal) = nominal {
+        let name = set.files.nominal_checkpoint();
+        nominal.version = checkpoint_format(release, &name, nominal).map_err(refuse)?;
+    }
+    Ok(())
 }
 
 /// What an output artifacts folder gets written; everything else comes from the input folder.

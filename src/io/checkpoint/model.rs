@@ -527,6 +527,17 @@ impl Checkpoint {
             .sum()
     }
 
+    /// Whether any tensor's bytes live in the external data file, or the module state says so
+    /// (format 2; format 1 has neither).
+    pub fn uses_external_data(&self) -> bool {
+        self.module_state
+            .as_ref()
+            .is_some_and(|m| m.has_external_data)
+            || self
+                .tensors()
+                .any(|t| matches!(t.data, TensorData::External(_)))
+    }
+
     /// Every tensor in file order: trainable and frozen parameters, then optimizer momentums.
     pub(super) fn tensors(&self) -> impl Iterator<Item = &CheckpointTensor> {
         self.tensors_with_origin().map(|(tensor, _)| tensor)

@@ -72,6 +72,7 @@ fn report(names: &[String]) -> Report {
         state_bytes: 0,
         checkpoint: None,
         refusals: Vec::new(),
+        compatibility: Vec::new(),
         graphs: vec![
             GraphReport {
                 graph: "training\"model|<x>".into(),

@@ -1,0 +1,281 @@
+//! `--target-ort`: the header changes that make a set load in one release, and only those that
+//! change nothing the set computes: the checkpoint's format version (1 <-> 2, when the checkpoint
+//! uses nothing format 1 lacks), a model's IR version lowered to what the release loads (when its
+//! content needs no newer IR, see ir.rs), and an opset import no node uses lowered to what the
+//! release loads. Anything else is refused with the reason (which file, which header, which node).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::check::{Runtime, SetView, blocker};
+use super::check::{Scope, describe, for_each_node, operator_blocker};
+use super::ir::ir_needed;
+use super::releases::{Release, domain_key, domain_name};
+use crate::error::{Error, Result};
+use crate::generated::onnx::ModelProto;
+use crate::io::checkpoint::Checkpoint;
+
+/// The header changes of one model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Headers {
+    pub ir_version: Option<i64>,
+    /// (function index or None for the model's own imports, domain, new version).
+    pub opsets: Vec<(Option<usize>, String, i64)>,
+}
+
+impl Headers {
+    pub fn is_empty(&self) -> bool {
+        self.ir_version.is_none() && self.opsets.is_empty()
+    }
+}
+
+/// The header changes that make `model` load in `release`, or why none can.
+pub fn model_headers(
+    release: &Release,
+    label: &str,
+    model: &ModelProto,
+) -> std::result::Result<Headers, String> {
+    let mut headers = Headers::default();
+    let used = used_domains(model);
+    let scopes = std::iter::once((None, &model.opset_import)).chain(
+        model
+            .functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Some(i), &f.opset_import)),
+    );
+    for (function, imports) in scopes {
+        for import in imports {
+            let domain = domain_key(import.domain());
+            let Some(max) = release.max_opset(domain) else {
+                continue;
+            };
+            if import.version() <= max {
+                continue;
+            }
+            let whose = match function {
+                None => String::new(),
+                Some(i) => format!(" (function {:?})", model.functions[i].name()),
+            };
+            if let Some(node) = used[function.map_or(0, |i| i + 1)].get(domain) {
+                return Err(format!(
+                    "{label}{whose} imports {} opset {} and {node} uses it; ONNX Runtime {} runs up to opset {max} (export the model at opset {max} or lower)",
+                    domain_name(domain),
+                    import.version(),
+                    release.id
+                ));
+            }
+            headers.opsets.push((function, domain.to_string(), max));
+        }
+    }
+    if let Some(reason) = operator_blocker(release, label, model) {
+        return Err(reason);
+    }
+    if model.ir_version() > release.max_ir {
+        if let Some(need) = ir_needed(model).filter(|n| n.ir > release.max_ir) {
+            return Err(format!(
+                "{label} has IR version {} and uses {} (IR {}); ONNX Runtime {} loads up to IR {}",
+                model.ir_version(),
+                need.what,
+                need.ir,
+                release.id,
+                release.max_ir
+            ));
+        }
+        headers.ir_version = Some(release.max_ir);
+    }
+    Ok(headers)
+}
+
+/// Per scope (the model's own nodes first, then each function's), the domains its nodes use,
+/// each with the first node that does (for a message).
+fn used_domains(model: &ModelProto) -> Vec<HashMap<String, String>> {
+    let mut scopes = vec![HashMap::new(); 1 + model.functions.len()];
+    for_each_node(model, &mut |scope, _, node| {
+        let index = match scope {
+            Scope::Model => 0,
+            Scope::Function(i) => i + 1,
+        };
+        scopes[index]
+            .entry(domain_key(node.domain()).to_string())
+            .or_insert_with(|| describe(node));
+    });
+    scopes
+}
+
+/// Writes the header changes into a model.
+pub fn apply(model: &mut ModelProto, headers: &Headers) {
+    if let Some(ir) = headers.ir_version {
+        model.ir_version = Some(ir);
+    }
+    for (function, domain, version) in &headers.opsets {
+        let imports = match function {
+            None => &mut model.opset_import,
+            Some(i) => match model.functions.get_mut(*i) {
+                Some(f) => &mut f.opset_import,
+                None => continue,
+            },
+        };
+        for import in imports.iter_mut() {
+            if domain_key(import.domain()) == domain {
+                import.version = Some(*version);
+            }
+        }
+    }
+}
+
+/// The checkpoint format version to write for `release`, or why the checkpoint cannot be
+/// written in it: format 1 (1.16, 1.17) has neither the nominal-state flag nor external data,
+/// which format 2 added.
+pub fn checkpoint_format(
+    release: &Release,
+    name: &str,
+    checkpoint: &Checkpoint,
+) -> std::result::Result<i32, String> {
+    let target = release.checkpoint_format;
+    if target == 1 && checkpoint.version != 1 {
+        let module = checkpoint.module_state.as_ref();
+        if module.is_some_and(|m| m.is_nominal_state) {
+            return Err(format!(
+                "{name} is a nominal checkpoint, which checkpoint format 1 (ONNX Runtime {}) cannot mark as such",
+                release.id
+            ));
+        }
+        if checkpoint.uses_external_data() {
+            return Err(format!(
+                "{name} keeps its tensors in an external data file, which checkpoint format 1 (ONNX Runtime {}) cannot refer to",
+                release.id
+            ));
+        }
+    }
+    Ok(target)
+}
+
+/// The error of a set that cannot be written for `release`.
+pub fn refusal(release: &Release, path: &Path, reason: String) -> Error {
+    Error::TargetOrt {
+        path: path.to_path_buf(),
+        release: release.id.to_string(),
+        reason,
+    }
+}
+
+/// Writes `release`'s headers into the output models of the set at `path`. `models` holds the
+/// models the operation changed (patched or reverted); a model of `originals` not among them is
+/// added, converted, only where its headers change (otherwise it is still copied byte for byte).
+pub fn retarget_models(
+    release: &Release,
+    path: &Path,
+    originals: &[(String, &ModelProto)],
+    models: &mut Vec<(String, ModelProto)>,
+) -> Result<()> {
+    for (label, original) in originals {
+        let position = models.iter().position(|(l, _)| l == label);
+        let current = position.map_or(*original, |i| &models[i].1);
+        let headers =
+            model_headers(release, label, current).map_err(|r| refusal(release, path, r))?;
+        if headers.is_empty() {
+            continue;
+        }
+        match position {
+            Some(i) => apply(&mut models[i].1, &headers),
+            None => {
+                let mut model = (*original).clone();
+                apply(&mut model, &headers);
+                models.push((label.clone(), model));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The models of an output set: the ones the operation wrote, else the input's.
+pub fn output_models<'a>(
+    originals: &[(String, &'a ModelProto)],
+    written: &'a [(String, ModelProto)],
+) -> Vec<(String, &'a ModelProto)> {
+    originals
+        .iter()
+        .map(|(label, original)| {
+            let model = written
+                .iter()
+                .find(|(l, _)| l == label)
+                .map_or(*original, |(_, m)| m);
+            (label.clone(), model)
+        })
+        .collect()
+}
+
+/// A note for an output set no ONNX Runtime training release loads: why the newest does not, and
+/// the `--target-ort` values that write it for one that does (or why none can).
+pub fn unloadable_note(set: &SetView, checkpoint: Option<&Checkpoint>) -> Option<String> {
+    let releases = super::releases::releases();
+    if releases
+        .iter()
+        .any(|r| blocker(Runtime::Training(r), set).is_none())
+    {
+        return None;
+    }
+    let newest = releases.last()?;
+    let reason = blocker(Runtime::Training(newest), set)?;
+    let writable: Vec<&str> = releases
+        .iter()
+        .filter(|r| writable(r, set, checkpoint).is_ok())
+        .map(|r| r.id)
+        .collect();
+    let fix = if writable.is_empty() {
+        format!(
+            "--target-ort cannot fix it either ({})",
+            writable_reason(newest, set, checkpoint)
+        )
+    } else if let [one] = writable.as_slice() {
+        format!("--target-ort {one} writes it for ONNX Runtime {one}")
+    } else {
+        format!(
+            "--target-ort VERSION writes it for that release (VERSION: {})",
+            writable.join(", ")
+        )
+    };
+    Some(format!(
+        "no ONNX Runtime training release (1.16-1.19) loads the set as written: {reason}; {fix}"
+    ))
+}
+
+/// Whether `--target-ort release` can write `set` (its models and checkpoint), or why not.
+pub fn writable(
+    release: &Release,
+    set: &SetView,
+    checkpoint: Option<&Checkpoint>,
+) -> std::result::Result<(), String> {
+    for (label, model) in &set.models {
+        model_headers(release, label, model)?;
+    }
+    if let (Some((name, _)), Some(checkpoint)) = (&set.checkpoint, checkpoint) {
+        checkpoint_format(release, name, checkpoint)?;
+    }
+    Ok(())
+}
+
+fn writable_reason(release: &Release, set: &SetView, checkpoint: Option<&Checkpoint>) -> String {
+    writable(release, set, checkpoint).err().unwrap_or_default()
+}
+
+/// Whether `--target-ort` of `runtime`'s release writes `set` so that `runtime` loads it: the
+/// header changes must be possible, and nothing but headers may stand in the way (what web alone
+/// refuses is not a header).
+pub fn target_verdict(
+    runtime: Runtime,
+    set: &SetView,
+    checkpoint: Option<&Checkpoint>,
+) -> std::result::Result<(), String> {
+    writable(runtime.release(), set, checkpoint)?;
+    if let Runtime::Web(_) = runtime
+        && let Some(reason) = set
+            .models
+            .iter()
+            .find_map(|(label, model)| super::check::web_blocker(label, model))
+    {
+        return Err(reason);
+    }
+    Ok(())
+}
