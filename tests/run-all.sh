@@ -3,7 +3,8 @@
 # machine (the pinned Python venv under target/ with this clone pip-installed into it, flatc for
 # the generated-code check), then runs
 # every Rust test (unit, snapshot, CLI through the binary, generated-code freshness), a short
-# smoke run of the fuzz targets, and every Python end-to-end test (ONNX Runtime training 1.19.2 and the training_info runtime), and prints
+# smoke run of the fuzz targets, and every Python end-to-end test (ONNX Runtime training 1.19.2,
+# the older releases 1.16-1.18 in venvs of their own, and the training_info runtime), and prints
 # how many of each ran.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +17,13 @@ python="$(bash tests/python/install_package.sh)"
 "$python" --version
 "$(dirname "$python")/onnx-lookahead" --version
 "$python" -c "import onnx_lookahead; print('installed', onnx_lookahead.__version__, 'at', onnx_lookahead.__file__)"
+
+echo "== ONNX Runtime training releases for the cross-release tests (pinned venvs, tests/python/releases/)"
+for requirements in tests/python/releases/ort-*.txt; do
+    name="$(basename "$requirements" .txt)-venv"
+    release_python="$(bash tests/python/setup_venv.sh "$requirements" "$name")"
+    "$release_python" -c "import onnxruntime, onnx; print('$name:', 'onnxruntime', onnxruntime.__version__, 'onnx', onnx.__version__)"
+done
 
 echo "== build (release)"
 cargo build --release --locked

@@ -88,19 +88,28 @@ pub fn model_headers(
 }
 
 /// Per scope (the model's own nodes first, then each function's), the domains its nodes use,
-/// each with the first node that does (for a message).
+/// each with a node that does, for a message: the model's own first node, not one the rewrite
+/// injected, where there is one.
 fn used_domains(model: &ModelProto) -> Vec<HashMap<String, String>> {
-    let mut scopes = vec![HashMap::new(); 1 + model.functions.len()];
+    let mut scopes: Vec<HashMap<String, (bool, String)>> =
+        vec![HashMap::new(); 1 + model.functions.len()];
     for_each_node(model, &mut |scope, _, node| {
         let index = match scope {
             Scope::Model => 0,
             Scope::Function(i) => i + 1,
         };
-        scopes[index]
+        let injected = node.name().starts_with(crate::inject::NAME_PREFIX);
+        let entry = scopes[index]
             .entry(domain_key(node.domain()).to_string())
-            .or_insert_with(|| describe(node));
+            .or_insert_with(|| (injected, describe(node)));
+        if entry.0 && !injected {
+            *entry = (false, describe(node));
+        }
     });
     scopes
+        .into_iter()
+        .map(|scope| scope.into_iter().map(|(d, (_, node))| (d, node)).collect())
+        .collect()
 }
 
 /// Writes the header changes into a model.
@@ -278,4 +287,70 @@ pub fn target_verdict(
         return Err(reason);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compat::release;
+    use crate::io::checkpoint::read_checkpoint;
+
+    fn data(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name)
+    }
+
+    #[test]
+    fn checkpoint_formats_by_release() {
+        let plain = read_checkpoint(data("checkpoint_adamw")).unwrap();
+        let old = release("1.17").unwrap();
+        let new = release("1.19").unwrap();
+        assert_eq!(checkpoint_format(old, "checkpoint", &plain), Ok(1));
+        assert_eq!(checkpoint_format(new, "checkpoint", &plain), Ok(2));
+        let mut format1 = plain.clone();
+        format1.version = 1;
+        assert_eq!(checkpoint_format(new, "checkpoint", &format1), Ok(2));
+        let nominal = read_checkpoint(data("checkpoint_adamw_nominal")).unwrap();
+        let refused = checkpoint_format(old, "nominal_checkpoint", &nominal).unwrap_err();
+        assert!(refused.contains("nominal"), "{refused}");
+        assert_eq!(
+            checkpoint_format(new, "nominal_checkpoint", &nominal),
+            Ok(2)
+        );
+        let external = read_checkpoint(data("checkpoint_adamw_external")).unwrap();
+        let refused = checkpoint_format(old, "checkpoint", &external).unwrap_err();
+        assert!(refused.contains("external data"), "{refused}");
+    }
+
+    #[test]
+    fn ir_lowered_as_far_as_the_content_allows() {
+        let model = |ir: i64, data_type: i32| ModelProto {
+            ir_version: Some(ir),
+            graph: Some(crate::generated::onnx::GraphProto {
+                initializer: vec![crate::generated::onnx::TensorProto {
+                    name: Some("w".into()),
+                    data_type: Some(data_type),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r119 = release("1.19").unwrap();
+        let r117 = release("1.17").unwrap();
+        // INT4 (IR 10) at IR 14: 1.19 takes it at IR 10, 1.17 (IR 9) cannot.
+        let int4 = model(14, 22);
+        assert_eq!(
+            model_headers(r119, "m", &int4).unwrap().ir_version,
+            Some(10)
+        );
+        let refused = model_headers(r117, "m", &int4).unwrap_err();
+        assert!(
+            refused.contains("int4") && refused.contains("IR 10"),
+            "{refused}"
+        );
+        // A model within the release's IR keeps its version.
+        assert!(model_headers(r117, "m", &model(7, 1)).unwrap().is_empty());
+    }
 }

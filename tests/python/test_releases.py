@@ -72,8 +72,8 @@ def sets(pythons, lookahead_cli, tmp_path_factory):
     None: not rewritten). Cached."""
     cache: dict = {}
 
-    def get(generator: str, spec, optimizer: str, target: str | None):
-        key = (generator, spec.name, optimizer, target)
+    def get(generator: str, spec, optimizer: str, target: str | None, *options: str):
+        key = (generator, spec.name, optimizer, target, options)
         if key not in cache:
             root = tmp_path_factory.mktemp(f"{generator}-{spec.name}-{optimizer}-{target}")
             if target is None:
@@ -82,7 +82,7 @@ def sets(pythons, lookahead_cli, tmp_path_factory):
             else:
                 flag = [] if target == "none" else ["--target-ort", target]
                 stock = get(generator, spec, optimizer, None)
-                cache[key] = lookahead_cli.rewrite(stock, root / "set", K, ALPHA, *flag)
+                cache[key] = lookahead_cli.rewrite(stock, root / "set", K, ALPHA, *flag, *options)
         return cache[key]
 
     return get
@@ -127,12 +127,12 @@ def train(pythons, schedules, spec, optimizer, release, directory) -> dict:
     return _RUNS[key]
 
 
-def check_lookahead(spec, optimizer, schedules, run, what):
+def check_lookahead(spec, optimizer, schedules, run, what, inner_state="keep"):
     """The run against the NumPy Lookahead reference, and away from the plain inner optimizer."""
     assert "error" not in run, f"{what} did not load: {run['error']}"
     _, schedule, batch = schedules(spec)
     opt = OPTIMIZERS[optimizer]
-    ref = reference_run(spec, opt, schedule, batch, K, ALPHA)
+    ref = reference_run(spec, opt, schedule, batch, K, ALPHA, inner_state=inner_state)
     plain = reference_run(spec, opt, schedule, batch)
     assert_trajectory_close(run["losses"], run["evals"], ref.losses, ref.eval_losses, TOL)
     away = max(per_step_diff(run["losses"], plain.losses).max(), per_step_diff(run["evals"], plain.eval_losses).max())
@@ -179,6 +179,20 @@ def test_target_ort_with_frozen_parameters_and_cross_entropy(generator, target, 
     for optimizer in OPTIMIZERS:
         run = train(pythons, schedules, spec, optimizer, target, sets(generator, spec, optimizer, target))
         check_lookahead(spec, optimizer, schedules, run, f"{generator} -> {target} ({optimizer})")
+
+
+@pytest.mark.parametrize("target", ["1.16", "1.17"])
+def test_target_ort_with_the_rewrites_other_wirings(target, pythons, sets, schedules):
+    """--inner-state reset (AdamW's moments zeroed by an If in the optimizer model) and
+    --parallel-safe (Reshape instead of PassThrough) from 1.19.2's artifacts, in the old releases."""
+    spec = TANH_MLP
+    reset = sets("1.19", spec, "adamw", target, "--inner-state", "reset")
+    run = train(pythons, schedules, spec, "adamw", target, reset)
+    check_lookahead(spec, "adamw", schedules, run, f"--inner-state reset for {target}", inner_state="reset")
+    for optimizer in OPTIMIZERS:
+        parallel = sets("1.19", spec, optimizer, target, "--parallel-safe")
+        run = train(pythons, schedules, spec, optimizer, target, parallel)
+        check_lookahead(spec, optimizer, schedules, run, f"--parallel-safe for {target} ({optimizer})")
 
 
 @pytest.mark.parametrize("generator", list(GENERATORS))
