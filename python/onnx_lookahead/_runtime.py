@@ -29,8 +29,8 @@ def ort_distributions() -> List[Tuple[str, str]]:
 
     The same rule as ``importlib.metadata.packages_distributions()`` (top_level.txt, else the
     RECORD's paths), but a substring test on the raw files: that function parses every RECORD of
-    every distribution (0.3 s in a 90-package environment, against 10 ms here), and Python 3.9
-    lacks it.
+    every distribution (measured: 330 ms with 94 distributions installed, against 11 ms for this
+    loop; 70 ms against 4 ms in the 32-distribution test venv), and Python 3.9 lacks it.
     """
     found = {}
     for dist in metadata.distributions():
