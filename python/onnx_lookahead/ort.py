@@ -4,6 +4,9 @@ ONNX Runtime's training API (onnxruntime-training, 1.16 to 1.19) lives in ``onnx
 whose package ``__init__`` imports torch although the training API does not need it.
 :func:`training_api` imports ``onnxruntime.training.api`` without running that ``__init__``, so
 nothing here needs torch; ``onnxruntime`` itself is imported only when a function is called.
+Importing this module checks (from installed metadata, without importing onnxruntime) that ONNX
+Runtime with the training API is installed, and only one ONNX Runtime build: ImportError with the
+fix otherwise (the ``[ort]`` extra; Python 3.9 to 3.12, the last training release's wheels).
 
 - :func:`training_api`: the torch-free import (``CheckpointState``, ``Module``, ``Optimizer``).
 - :func:`sync_parameters`: applies a pending sync to a ``CheckpointState`` in place, so that the
@@ -23,6 +26,10 @@ import types
 from typing import Any, Dict, Sequence
 
 from . import Error, PathLike, finalize
+from ._runtime import require_training_api
+
+# Fail here, with the fix, rather than at the first call deep inside ONNX Runtime.
+require_training_api("onnx_lookahead.ort")
 
 RECORD = "onnx_lookahead.record"
 

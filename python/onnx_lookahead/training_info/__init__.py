@@ -58,7 +58,17 @@ three operators natively; it is slow but independent of the lowering, which make
 check.  Neither backend can run the ``Gradient`` operator (it needs automatic differentiation of the
 graph); write gradients as explicit operators in the algorithm instead.  Sessions are built once per
 graph when the ``TrainingSession`` is created, not once per step.
+
+Install with ``pip install "onnx-lookahead[training-info]"``: onnx, and one ONNX Runtime build for
+the ``"ort"`` backend (onnxruntime-training-cpu 1.19.2 up to Python 3.12, so that it coexists with
+the ``[ort]`` extra; onnxruntime from Python 3.13).  Importing this package without onnx, or with
+two ONNX Runtime builds installed over each other, raises ImportError with the fix.
 """
+
+from .._runtime import require_onnx
+
+# Before the submodules import onnx: without it, say which extra to install.
+require_onnx("onnx_lookahead.training_info")
 
 from .lowering import lower_training_ops
 from .model import (

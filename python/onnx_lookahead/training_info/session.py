@@ -38,7 +38,15 @@ class _Runner:
         self.input_names = [i.name for i in model.graph.input]
         self.output_names = [o.name for o in model.graph.output]
         if backend == "ort":
-            import onnxruntime
+            try:
+                import onnxruntime
+            except ModuleNotFoundError as error:
+                if error.name != "onnxruntime":
+                    raise
+                raise ImportError(
+                    'the "ort" backend needs ONNX Runtime, which is not installed: '
+                    'pip install "onnx-lookahead[training-info]" (or use backend="reference")'
+                ) from None
 
             lowered = lower_training_ops(model)
             try:
