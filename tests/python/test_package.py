@@ -101,6 +101,31 @@ def test_api_selection_is_the_command_lines(fixture, lookahead_cli, tmp_path):
     assert not (tmp_path / f"none{suffix}").exists()
 
 
+def test_api_target_ort_is_the_command_lines(lookahead_cli, tmp_path):
+    """target_ort= writes what --target-ort writes, on rewrite and finalize; bad values are refused
+    with nothing written."""
+    source = FIXTURES / "ort_adamw"
+    onnx_lookahead.rewrite(source, tmp_path / "api", target_ort="1.17")
+    lookahead_cli.run_ok("rewrite", source, "--output", tmp_path / "cli", "--target-ort", "1.17")
+    for name in ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint"):
+        api, cli = (tmp_path / "api" / name).read_bytes(), (tmp_path / "cli" / name).read_bytes()
+        assert api == cli, name
+    rows = {r["runtime"]: r for r in onnx_lookahead.inspect(tmp_path / "api")["compatibility"]}
+    assert rows["onnxruntime-training 1.17"]["loads"] and not rows["onnxruntime-training 1.19"]["loads"]
+    summary = onnx_lookahead.finalize(tmp_path / "api", tmp_path / "plain", target_ort="1.19.2")
+    assert summary["format"] == "ort-artifacts"
+    rows = {r["runtime"]: r for r in onnx_lookahead.inspect(tmp_path / "plain")["compatibility"]}
+    assert rows["onnxruntime-training 1.19"]["loads"], rows["onnxruntime-training 1.19"]
+    for bad in ("1.20", "", 1.19, "latest"):
+        with pytest.raises(onnx_lookahead.Error, match="target_ort"):
+            onnx_lookahead.rewrite(source, tmp_path / "never", target_ort=bad)
+        with pytest.raises(onnx_lookahead.Error, match="target_ort"):
+            onnx_lookahead.finalize(tmp_path / "api", tmp_path / "never", target_ort=bad)
+    with pytest.raises(onnx_lookahead.Error, match="applies to ONNX Runtime training artifacts"):
+        onnx_lookahead.rewrite(FIXTURES / "training_info_sgd.onnx", tmp_path / "never.onnx", target_ort="1.19")
+    assert not (tmp_path / "never").exists() and not (tmp_path / "never.onnx").exists()
+
+
 def test_errors_carry_the_command_lines_message(lookahead_cli, tmp_path):
     missing = tmp_path / "missing.onnx"
     with pytest.raises(onnx_lookahead.Error) as caught:
