@@ -84,7 +84,7 @@ pub fn blocker(runtime: Runtime, set: &SetView) -> Option<String> {
 pub fn checkpoint_blocker(release: &Release, name: &str, format: i32) -> Option<String> {
     (format != release.checkpoint_format).then(|| {
         format!(
-            "{name} is in checkpoint format {format}; ONNX Runtime {} reads only format {}",
+            "{name}: checkpoint format {format}; ONNX Runtime {} reads only format {}",
             release.id, release.checkpoint_format
         )
     })
@@ -103,11 +103,12 @@ pub fn ir_blocker(release: &Release, label: &str, model: &ModelProto) -> Option<
 
 /// An opset import (of the model or of one of its functions) past what the release loads.
 pub fn opset_blocker(release: &Release, label: &str, model: &ModelProto) -> Option<String> {
-    imports(model).find_map(|(whose, import)| {
+    imports(model).find_map(|(scope, import)| {
         let max = release.max_opset(import.domain())?;
         (import.version() > max).then(|| {
             format!(
-                "{label}{whose} imports {} opset {}; ONNX Runtime {} loads up to opset {max}",
+                "{label}{} imports {} opset {}; ONNX Runtime {} loads up to opset {max}",
+                scope_label(model, scope),
                 domain_name(domain_key(import.domain())),
                 import.version(),
                 release.id
@@ -116,15 +117,26 @@ pub fn opset_blocker(release: &Release, label: &str, model: &ModelProto) -> Opti
     })
 }
 
-/// Every opset import of a model: its own, then each function's (with " (function F)").
-pub fn imports(model: &ModelProto) -> impl Iterator<Item = (String, &OperatorSetIdProto)> {
-    let own = model.opset_import.iter().map(|o| (String::new(), o));
-    let functions = model.functions.iter().flat_map(|f| {
-        f.opset_import
-            .iter()
-            .map(move |o| (format!(" (function {:?})", f.name()), o))
-    });
+/// Every opset import of a model with its scope: its own, then each function's.
+pub fn imports(model: &ModelProto) -> impl Iterator<Item = (Scope, &OperatorSetIdProto)> {
+    let own = model.opset_import.iter().map(|o| (Scope::Model, o));
+    let functions = model
+        .functions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| f.opset_import.iter().map(move |o| (Scope::Function(i), o)));
     own.chain(functions)
+}
+
+/// How messages name a scope after the model's file name: "" or " (function \"F\")".
+pub fn scope_label(model: &ModelProto, scope: Scope) -> String {
+    match scope {
+        Scope::Model => String::new(),
+        Scope::Function(i) => format!(
+            " (function {:?})",
+            model.functions.get(i).map_or("", |f| f.name())
+        ),
+    }
 }
 
 /// A node whose operator the release lacks.
@@ -194,7 +206,7 @@ pub fn describe(node: &NodeProto) -> String {
 }
 
 /// Where a node's operator is resolved: against the model's opset imports or a function's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     Model,
     Function(usize),

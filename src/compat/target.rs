@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::check::{Runtime, SetView, blocker};
-use super::check::{Scope, describe, for_each_node, operator_blocker};
+use super::check::{Scope, describe, for_each_node, imports, operator_blocker, scope_label};
 use super::ir::ir_needed;
 use super::releases::{Release, domain_key, domain_name};
 use crate::error::{Error, Result};
@@ -19,8 +19,8 @@ use crate::io::checkpoint::Checkpoint;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Headers {
     pub ir_version: Option<i64>,
-    /// (function index or None for the model's own imports, domain, new version).
-    pub opsets: Vec<(Option<usize>, String, i64)>,
+    /// (whose imports, domain, new version).
+    pub opsets: Vec<(Scope, String, i64)>,
 }
 
 impl Headers {
@@ -37,36 +37,24 @@ pub fn model_headers(
 ) -> std::result::Result<Headers, String> {
     let mut headers = Headers::default();
     let used = used_domains(model);
-    let scopes = std::iter::once((None, &model.opset_import)).chain(
-        model
-            .functions
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (Some(i), &f.opset_import)),
-    );
-    for (function, imports) in scopes {
-        for import in imports {
-            let domain = domain_key(import.domain());
-            let Some(max) = release.max_opset(domain) else {
-                continue;
-            };
-            if import.version() <= max {
-                continue;
-            }
-            let whose = match function {
-                None => String::new(),
-                Some(i) => format!(" (function {:?})", model.functions[i].name()),
-            };
-            if let Some(node) = used[function.map_or(0, |i| i + 1)].get(domain) {
-                return Err(format!(
-                    "{label}{whose} imports {} opset {} and {node} uses it; ONNX Runtime {} runs up to opset {max} (export the model at opset {max} or lower)",
-                    domain_name(domain),
-                    import.version(),
-                    release.id
-                ));
-            }
-            headers.opsets.push((function, domain.to_string(), max));
+    for (scope, import) in imports(model) {
+        let domain = domain_key(import.domain());
+        let Some(max) = release.max_opset(domain) else {
+            continue;
+        };
+        if import.version() <= max {
+            continue;
         }
+        if let Some(node) = used.get(&(scope, domain.to_string())) {
+            return Err(format!(
+                "{label}{} imports {} opset {} and {node} uses it; ONNX Runtime {} runs up to opset {max} (export the model at opset {max} or lower)",
+                scope_label(model, scope),
+                domain_name(domain),
+                import.version(),
+                release.id
+            ));
+        }
+        headers.opsets.push((scope, domain.to_string(), max));
     }
     if let Some(reason) = operator_blocker(release, label, model) {
         return Err(reason);
@@ -87,28 +75,21 @@ pub fn model_headers(
     Ok(headers)
 }
 
-/// Per scope (the model's own nodes first, then each function's), the domains its nodes use,
-/// each with a node that does, for a message: the model's own first node, not one the rewrite
-/// injected, where there is one.
-fn used_domains(model: &ModelProto) -> Vec<HashMap<String, String>> {
-    let mut scopes: Vec<HashMap<String, (bool, String)>> =
-        vec![HashMap::new(); 1 + model.functions.len()];
+/// The domains each scope's nodes use, each with a node that does, for a message: the model's
+/// own node rather than one the rewrite injected, where there is one.
+fn used_domains(model: &ModelProto) -> HashMap<(Scope, String), String> {
+    let mut used: HashMap<(Scope, String), (bool, String)> = HashMap::new();
     for_each_node(model, &mut |scope, _, node| {
-        let index = match scope {
-            Scope::Model => 0,
-            Scope::Function(i) => i + 1,
-        };
         let injected = node.name().starts_with(crate::inject::NAME_PREFIX);
-        let entry = scopes[index]
-            .entry(domain_key(node.domain()).to_string())
+        let entry = used
+            .entry((scope, domain_key(node.domain()).to_string()))
             .or_insert_with(|| (injected, describe(node)));
         if entry.0 && !injected {
             *entry = (false, describe(node));
         }
     });
-    scopes
-        .into_iter()
-        .map(|scope| scope.into_iter().map(|(d, (_, node))| (d, node)).collect())
+    used.into_iter()
+        .map(|(key, (_, node))| (key, node))
         .collect()
 }
 
@@ -117,10 +98,10 @@ pub fn apply(model: &mut ModelProto, headers: &Headers) {
     if let Some(ir) = headers.ir_version {
         model.ir_version = Some(ir);
     }
-    for (function, domain, version) in &headers.opsets {
-        let imports = match function {
-            None => &mut model.opset_import,
-            Some(i) => match model.functions.get_mut(*i) {
+    for (scope, domain, version) in &headers.opsets {
+        let imports = match scope {
+            Scope::Model => &mut model.opset_import,
+            Scope::Function(i) => match model.functions.get_mut(*i) {
                 Some(f) => &mut f.opset_import,
                 None => continue,
             },
@@ -227,22 +208,22 @@ pub fn unloadable_note(set: &SetView, checkpoint: Option<&Checkpoint>) -> Option
     }
     let newest = releases.last()?;
     let reason = blocker(Runtime::Training(newest), set)?;
-    let writable: Vec<&str> = releases
+    let targets: Vec<&str> = releases
         .iter()
         .filter(|r| writable(r, set, checkpoint).is_ok())
         .map(|r| r.id)
         .collect();
-    let fix = if writable.is_empty() {
+    let fix = if targets.is_empty() {
         format!(
             "--target-ort cannot fix it either ({})",
-            writable_reason(newest, set, checkpoint)
+            writable(newest, set, checkpoint).err().unwrap_or_default()
         )
-    } else if let [one] = writable.as_slice() {
+    } else if let [one] = targets.as_slice() {
         format!("--target-ort {one} writes it for ONNX Runtime {one}")
     } else {
         format!(
             "--target-ort VERSION writes it for that release (VERSION: {})",
-            writable.join(", ")
+            targets.join(", ")
         )
     };
     Some(format!(
@@ -263,10 +244,6 @@ pub fn writable(
         checkpoint_format(release, name, checkpoint)?;
     }
     Ok(())
-}
-
-fn writable_reason(release: &Release, set: &SetView, checkpoint: Option<&Checkpoint>) -> String {
-    writable(release, set, checkpoint).err().unwrap_or_default()
 }
 
 /// Whether `--target-ort` of `runtime`'s release writes `set` so that `runtime` loads it: the

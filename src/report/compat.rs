@@ -78,32 +78,30 @@ pub fn build(input: &dyn Adapter) -> Vec<CompatibilityReport> {
 }
 
 impl Report {
+    /// One line per runtime: whether it loads the input, what `--target-ort` can do, and why not.
     pub(super) fn render_compatibility(&self, s: &mut String) {
         if self.compatibility.is_empty() {
             return;
         }
         let _ = writeln!(
             s,
-            "\nONNX Runtime releases (loads it as it is? and can --target-ort write it for the release?):"
+            "\nONNX Runtime releases (loads it as it is? can --target-ort write it for the release? why not):"
         );
         for row in &self.compatibility {
             let loads = if row.loads { "loads" } else { "no" };
             let target = match &row.target_ort {
-                Some(t) if t.writable => format!("  {}: yes", t.flag),
-                Some(t) => format!("  {}: no", t.flag),
+                Some(t) => format!("{}: {}", t.flag, if t.writable { "yes" } else { "no" }),
                 None => String::new(),
             };
-            let line = format!("  {:<27} {loads:<6}{target}", row.runtime);
-            let _ = writeln!(s, "{}", line.trim_end());
-            if let Some(reason) = &row.reason {
-                let _ = writeln!(s, "      why not: {reason}");
-            }
+            let mut why = row.reason.clone().unwrap_or_default();
             if let Some(reason) = row.target_ort.as_ref().and_then(|t| t.reason.as_ref())
                 && Some(reason) != row.reason.as_ref()
             {
-                let flag = row.target_ort.as_ref().map_or("", |t| t.flag.as_str());
-                let _ = writeln!(s, "      {flag} cannot: {reason}");
+                let sep = if why.is_empty() { "" } else { "; " };
+                why = format!("{why}{sep}--target-ort cannot: {reason}");
             }
+            let line = format!("  {:<27} {loads:<6} {target:<23} {why}", row.runtime);
+            let _ = writeln!(s, "{}", line.trim_end());
         }
     }
 }

@@ -15,15 +15,13 @@ artifacts through it unchanged (that is the point of the rewrite):
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 
 from .model import MlpSpec
+from .quiet import quiet_fds
 from .reference import OptimizerConfig
 
 
@@ -41,24 +39,6 @@ from onnxruntime.training.api import CheckpointState, Module, Optimizer  # noqa:
 ARTIFACT_FILES = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
 
 
-@contextlib.contextmanager
-def _quiet_fds():
-    """Silence stdout/stderr at the file-descriptor level: the gradient builder logs from C++."""
-    saved = [os.dup(1), os.dup(2)]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-
-
 def generate_artifacts(spec: MlpSpec, opt: OptimizerConfig, directory, quiet: bool = True) -> Path:
     """ORT training artifacts for `spec` (initial weights spec.init_params()) with optimizer `opt`.
 
@@ -72,7 +52,7 @@ def generate_artifacts(spec: MlpSpec, opt: OptimizerConfig, directory, quiet: bo
     else:
         optimizer = _artifacts.OptimType.SGD
     loss = _artifacts.LossType.MSELoss if spec.loss == "mse" else _artifacts.LossType.CrossEntropyLoss
-    with _quiet_fds() if quiet else contextlib.nullcontext():
+    with quiet_fds() if quiet else contextlib.nullcontext():
         _artifacts.generate_artifacts(
             spec.onnx_model(), requires_grad=spec.trainable, frozen_params=list(spec.frozen) or None,
             loss=loss, optimizer=optimizer, artifact_directory=str(directory))

@@ -43,6 +43,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import ort as _ort
 from .ort import CheckpointState, Module, Optimizer
+from .quiet import quiet_fds
 from .reference import OptimizerConfig
 
 IR_VERSION = 9
@@ -474,7 +475,7 @@ def generate(model: ZooModel, opt: OptimizerConfig, directory, **options) -> Pat
     directory.mkdir(parents=True, exist_ok=True)
     optimizer = (_ort._onnxblock.optim.AdamW(weight_decay=opt.weight_decay) if opt.kind == "adamw"
                  else _ort._artifacts.OptimType.SGD)
-    with _ort._quiet_fds():
+    with quiet_fds():
         _ort._artifacts.generate_artifacts(
             model.onnx_model(), requires_grad=list(model.trainable), frozen_params=list(model.frozen) or None,
             loss=_loss(model), optimizer=optimizer, artifact_directory=str(directory),

@@ -14,7 +14,6 @@ the eval batch).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ import onnxruntime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lookahead_testkit.model import MODELS  # noqa: E402
+from lookahead_testkit.quiet import quiet_fds  # noqa: E402
 from lookahead_testkit.run_loop import load_schedule  # noqa: E402
 
 # The torch-free import of onnxruntime.training (as onnx_lookahead.ort.training_api does; the
@@ -36,23 +36,6 @@ sys.modules["onnxruntime.training"] = _package
 onnxruntime.set_default_logger_severity(3)
 
 
-@contextlib.contextmanager
-def quiet():
-    """Silence the C++ logging of artifact generation (stdout carries the JSON answer)."""
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), 1)
-        os.dup2(null.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-
-
 def generate(spec_name: str, optimizer: str, out: str) -> dict:
     from onnxruntime.training import artifacts
 
@@ -60,7 +43,7 @@ def generate(spec_name: str, optimizer: str, out: str) -> dict:
     loss = artifacts.LossType.MSELoss if spec.loss == "mse" else artifacts.LossType.CrossEntropyLoss
     optim = {"adamw": artifacts.OptimType.AdamW, "sgd": artifacts.OptimType.SGD}[optimizer]
     Path(out).mkdir(parents=True, exist_ok=True)
-    with quiet():
+    with quiet_fds():
         artifacts.generate_artifacts(spec.onnx_model(), requires_grad=spec.trainable,
                                      frozen_params=list(spec.frozen) or None, loss=loss,
                                      optimizer=optim, artifact_directory=out)
