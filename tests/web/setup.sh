@@ -31,7 +31,9 @@ if [[ ! -x "$chromium" ]]; then
         exit 1
     fi
 fi
-"$chromium" --version >&2
+# (Debian's wrapper prints "[: N: unexpected operator" from /etc/chromium.d/dev-shm when /dev/shm
+# shows up twice in findmnt: harmless.)
+"$chromium" --version 2>/dev/null >&2
 
 stamp="$here/node_modules/.lock.sha256"
 want="$(sha256sum "$here/package-lock.json" | cut -d' ' -f1)"
