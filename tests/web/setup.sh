@@ -33,7 +33,7 @@ if [[ ! -x "$chromium" ]]; then
 fi
 # (Debian's wrapper prints "[: N: unexpected operator" from /etc/chromium.d/dev-shm when /dev/shm
 # shows up twice in findmnt: harmless.)
-"$chromium" --version 2>/dev/null >&2
+"$chromium" --version >&2 2>/dev/null
 
 stamp="$here/node_modules/.lock.sha256"
 want="$(sha256sum "$here/package-lock.json" | cut -d' ' -f1)"
