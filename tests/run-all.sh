@@ -25,6 +25,12 @@ for requirements in tests/python/releases/ort-*.txt; do
     "$release_python" -c "import onnxruntime, onnx; print('$name:', 'onnxruntime', onnxruntime.__version__, 'onnx', onnx.__version__)"
 done
 
+echo "== onnxruntime-web harness (Debian's chromium, the pinned npm packages in tests/web/node_modules)"
+chromium="$(bash tests/web/setup.sh)"
+node --version
+node -e "for (const v of ['1.17', '1.18', '1.19']) console.log('onnxruntime-web', require('./tests/web/node_modules/ort-web-' + v + '/package.json').version); console.log('playwright-core', require('./tests/web/node_modules/playwright-core/package.json').version)"
+echo "browser: $chromium"
+
 echo "== build (release)"
 cargo build --release --locked
 

@@ -9,6 +9,7 @@
 - training_info: an ONNX training_info (SGD) model and one training iteration via onnx.reference
 - zoo:       more generate_artifacts models and the host-side Lookahead reference
 - unusual:   valid but unusual inputs (dtypes, subgraphs, names, external data) for test_unusual_inputs
+- web:       sets loaded (and trained) in onnxruntime-web 1.17-1.19 in headless Chromium (tests/web/)
 
 `ort` imports onnxruntime.training on import, and so do zoo and unusual (they use it); the other
 modules do not.
