@@ -208,10 +208,10 @@ fn retarget(
         compat::target::retarget_models(release, source.path(), &originals, models)?;
         return Ok(None);
     }
-    let view = compat::SetView {
-        models: compat::target::output_models(&originals, models),
-        checkpoint: source.checkpoint_name().zip(checkpoint.map(|c| c.version)),
-    };
+    let view = compat::SetView::new(
+        compat::target::output_models(&originals, models),
+        source.checkpoint_name().zip(checkpoint.map(|c| c.version)),
+    );
     Ok(compat::target::unloadable_note(&view, checkpoint))
 }
 

@@ -5,6 +5,7 @@
 //! docs/experiments/ort_releases/make_tables.sh).
 
 pub mod check;
+pub mod facts;
 pub mod ir;
 pub mod releases;
 pub mod target;

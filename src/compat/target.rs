@@ -4,12 +4,10 @@
 //! content needs no newer IR, see ir.rs), and an opset import no node uses lowered to what the
 //! release loads. Anything else is refused with the reason (which file, which header, which node).
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use super::check::{Runtime, SetView, blocker};
-use super::check::{Scope, describe, for_each_node, imports, operator_blocker, scope_label};
-use super::ir::ir_needed;
+use super::check::{Runtime, SetView, blocker, operator_blocker};
+use super::facts::{ModelFacts, Scope};
 use super::releases::{Release, domain_key, domain_name};
 use crate::error::{Error, Result};
 use crate::generated::onnx::ModelProto;
@@ -29,68 +27,42 @@ impl Headers {
     }
 }
 
-/// The header changes that make `model` load in `release`, or why none can.
+/// The header changes that make a model (its facts) load in `release`, or why none can.
 pub fn model_headers(
     release: &Release,
-    label: &str,
-    model: &ModelProto,
+    facts: &ModelFacts,
 ) -> std::result::Result<Headers, String> {
     let mut headers = Headers::default();
-    let used = used_domains(model);
-    for (scope, import) in imports(model) {
-        let domain = domain_key(import.domain());
+    for (scope, domain, version) in &facts.imports {
         let Some(max) = release.max_opset(domain) else {
             continue;
         };
-        if import.version() <= max {
+        if *version <= max {
             continue;
         }
-        if let Some(node) = used.get(&(scope, domain.to_string())) {
+        if let Some(node) = facts.used.get(&(*scope, domain.clone())) {
             return Err(format!(
-                "{label}{} imports {} opset {} and {node} uses it; ONNX Runtime {} runs up to opset {max} (export the model at opset {max} or lower)",
-                scope_label(model, scope),
+                "{} imports {} opset {version} and {node} uses it; ONNX Runtime {} runs up to opset {max} (export the model at opset {max} or lower)",
+                facts.whose(*scope),
                 domain_name(domain),
-                import.version(),
                 release.id
             ));
         }
-        headers.opsets.push((scope, domain.to_string(), max));
+        headers.opsets.push((*scope, domain.clone(), max));
     }
-    if let Some(reason) = operator_blocker(release, label, model) {
+    if let Some(reason) = operator_blocker(release, facts) {
         return Err(reason);
     }
-    if model.ir_version() > release.max_ir {
-        if let Some(need) = ir_needed(model).filter(|n| n.ir > release.max_ir) {
+    if facts.ir_version > release.max_ir {
+        if let Some(need) = facts.ir_needed.as_ref().filter(|n| n.ir > release.max_ir) {
             return Err(format!(
-                "{label} has IR version {} and uses {} (IR {}); ONNX Runtime {} loads up to IR {}",
-                model.ir_version(),
-                need.what,
-                need.ir,
-                release.id,
-                release.max_ir
+                "{} has IR version {} and uses {} (IR {}); ONNX Runtime {} loads up to IR {}",
+                facts.label, facts.ir_version, need.what, need.ir, release.id, release.max_ir
             ));
         }
         headers.ir_version = Some(release.max_ir);
     }
     Ok(headers)
-}
-
-/// The domains each scope's nodes use, each with a node that does, for a message: the model's
-/// own node rather than one the rewrite injected, where there is one.
-fn used_domains(model: &ModelProto) -> HashMap<(Scope, String), String> {
-    let mut used: HashMap<(Scope, String), (bool, String)> = HashMap::new();
-    for_each_node(model, &mut |scope, _, node| {
-        let injected = node.name().starts_with(crate::inject::NAME_PREFIX);
-        let entry = used
-            .entry((scope, domain_key(node.domain()).to_string()))
-            .or_insert_with(|| (injected, describe(node)));
-        if entry.0 && !injected {
-            *entry = (false, describe(node));
-        }
-    });
-    used.into_iter()
-        .map(|(key, (_, node))| (key, node))
-        .collect()
 }
 
 /// Writes the header changes into a model.
@@ -162,8 +134,8 @@ pub fn retarget_models(
     for (label, original) in originals {
         let position = models.iter().position(|(l, _)| l == label);
         let current = position.map_or(*original, |i| &models[i].1);
-        let headers =
-            model_headers(release, label, current).map_err(|r| refusal(release, path, r))?;
+        let headers = model_headers(release, &ModelFacts::of(label, current))
+            .map_err(|r| refusal(release, path, r))?;
         if headers.is_empty() {
             continue;
         }
@@ -237,8 +209,8 @@ pub fn writable(
     set: &SetView,
     checkpoint: Option<&Checkpoint>,
 ) -> std::result::Result<(), String> {
-    for (label, model) in &set.models {
-        model_headers(release, label, model)?;
+    for facts in &set.models {
+        model_headers(release, facts)?;
     }
     if let (Some((name, _)), Some(checkpoint)) = (&set.checkpoint, checkpoint) {
         checkpoint_format(release, name, checkpoint)?;
@@ -256,10 +228,7 @@ pub fn target_verdict(
 ) -> std::result::Result<(), String> {
     writable(runtime.release(), set, checkpoint)?;
     if let Runtime::Web(_) = runtime
-        && let Some(reason) = set
-            .models
-            .iter()
-            .find_map(|(label, model)| super::check::web_blocker(label, model))
+        && let Some(reason) = set.models.iter().find_map(|f| f.web_refusal.clone())
     {
         return Err(reason);
     }
@@ -317,17 +286,15 @@ mod tests {
         let r119 = release("1.19").unwrap();
         let r117 = release("1.17").unwrap();
         // INT4 (IR 10) at IR 14: 1.19 takes it at IR 10, 1.17 (IR 9) cannot.
-        let int4 = model(14, 22);
-        assert_eq!(
-            model_headers(r119, "m", &int4).unwrap().ir_version,
-            Some(10)
-        );
-        let refused = model_headers(r117, "m", &int4).unwrap_err();
+        let int4 = ModelFacts::of("m", &model(14, 22));
+        assert_eq!(model_headers(r119, &int4).unwrap().ir_version, Some(10));
+        let refused = model_headers(r117, &int4).unwrap_err();
         assert!(
             refused.contains("int4") && refused.contains("IR 10"),
             "{refused}"
         );
         // A model within the release's IR keeps its version.
-        assert!(model_headers(r117, "m", &model(7, 1)).unwrap().is_empty());
+        let plain = ModelFacts::of("m", &model(7, 1));
+        assert!(model_headers(r117, &plain).unwrap().is_empty());
     }
 }

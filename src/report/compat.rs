@@ -43,15 +43,14 @@ pub fn build(input: &dyn Adapter) -> Vec<CompatibilityReport> {
         return Vec::new();
     }
     let models = input.models();
-    let set = SetView {
-        models: models
+    let set = SetView::new(
+        models
             .iter()
-            .map(|(label, file)| (label.clone(), &file.model))
-            .collect(),
-        checkpoint: input
+            .map(|(label, file)| (label.clone(), &file.model)),
+        input
             .checkpoint_name()
             .zip(input.checkpoint().map(|c| c.version)),
-    };
+    );
     let artifacts = input.format() == Format::OrtArtifacts;
     runtimes()
         .into_iter()
