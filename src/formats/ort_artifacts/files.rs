@@ -41,19 +41,22 @@ impl ArtifactFiles {
         )
     }
 
-    /// Files of the input that describe the training or eval model in another form (ORT format
-    /// `.ort`, and the operator lists of minimal builds made from it). They would still describe
-    /// the original graphs, so a rewrite does not carry them over.
-    pub fn stale_after_rewrite(&self) -> Vec<String> {
-        [TRAINING_MODEL, EVAL_MODEL]
+    /// The files that describe one model of the set in another form: its ORT-format copy
+    /// (`.ort`) and the operator list of minimal builds made from it. Wherever the model
+    /// changes they would still describe the old graphs, so they are never carried over then.
+    pub fn ort_format_copies(model_file: &str) -> [String; 2] {
+        let stem = model_file.strip_suffix(".onnx").unwrap_or(model_file);
+        [
+            format!("{stem}.ort"),
+            format!("{stem}.required_operators.config"),
+        ]
+    }
+
+    /// The ORT-format copies of every model of the set.
+    pub fn all_ort_format_copies(&self) -> Vec<String> {
+        [self.training(), self.eval(), self.optimizer()]
             .iter()
-            .flat_map(|model| {
-                let stem = model.trim_end_matches(".onnx");
-                [
-                    format!("{}{stem}.ort", self.prefix),
-                    format!("{}{stem}.required_operators.config", self.prefix),
-                ]
-            })
+            .flat_map(|model| Self::ort_format_copies(model))
             .collect()
     }
 

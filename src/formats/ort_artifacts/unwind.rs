@@ -164,9 +164,5 @@ pub(super) fn write_unwound(
             .map(|c| (c, ExternalDataLayout::Keep)),
         nominal: unwound.nominal.as_ref(),
     };
-    let left_out = write_set(set, &contents, output, options.force)?;
-    Ok(left_out
-        .into_iter()
-        .map(|f| format!("{f} was not carried over: it describes the rewritten graphs"))
-        .collect())
+    write_set(set, &contents, output, options.force)
 }

@@ -66,15 +66,7 @@ pub(super) fn write(
         checkpoint: Some((&checkpoint, layout)),
         nominal: nominal.as_ref(),
     };
-    let left_out = write_set(set, &contents, output, options.force)?;
-    Ok(left_out
-        .into_iter()
-        .map(|f| {
-            format!(
-                "{f} was not carried over: it describes the original graphs (regenerate it from the rewritten .onnx models if needed)"
-            )
-        })
-        .collect())
+    write_set(set, &contents, output, options.force)
 }
 
 /// Gives the output checkpoints (the set's and its nominal one) the format version `target`
@@ -115,9 +107,10 @@ pub(super) struct SetContents<'a> {
 }
 
 /// Stages the output folder beside `output` and renames it into place: the input folder's
-/// entries are copied (links as links) except the ones written from `contents` and the ORT-format
-/// copies of the graphs, which would describe other graphs than the output's. Returns the names
-/// of those copies the input held, for a note.
+/// entries are copied (links as links) except the ones written from `contents` and the
+/// ORT-format copies of the models written, which would describe other graphs than the output's.
+/// Returns a note per model whose ORT-format copies the input held, with the command that
+/// regenerates them.
 pub(super) fn write_set(
     set: &ArtifactSet,
     contents: &SetContents,
@@ -125,7 +118,11 @@ pub(super) fn write_set(
     force: bool,
 ) -> Result<Vec<String>> {
     let (dir, files) = (&set.dir, &set.files);
-    let stale = files.stale_after_rewrite();
+    let stale: Vec<String> = contents
+        .models
+        .iter()
+        .flat_map(|(label, _)| ArtifactFiles::ort_format_copies(label))
+        .collect();
     let mut not_copied = vec![
         files.training(),
         files.eval(),
@@ -152,10 +149,36 @@ pub(super) fn write_set(
     };
     write_all().map_err(|e| staged.blame(e))?;
     staged.commit()?;
-    Ok(stale
-        .into_iter()
-        .filter(|f| present(&dir.join(f)))
+    Ok(contents
+        .models
+        .iter()
+        .filter_map(|(label, _)| {
+            let held: Vec<String> = ArtifactFiles::ort_format_copies(label)
+                .into_iter()
+                .filter(|f| present(&dir.join(f)))
+                .collect();
+            (!held.is_empty()).then(|| {
+                let out = shell_word(&output.display().to_string());
+                format!(
+                    "{} not carried over: {} the input's {label}, not the output's; to regenerate (onnxruntime-training): python -m onnxruntime.tools.convert_onnx_models_to_ort --optimization_style Fixed --output_dir {out} {}",
+                    held.join(" and "),
+                    if held.len() == 1 { "it describes" } else { "they describe" },
+                    shell_word(&output.join(label).display().to_string())
+                )
+            })
+        })
         .collect())
+}
+
+/// A word as a POSIX shell reads it back: as it is when it holds only safe characters, else in
+/// single quotes.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// Whether an existing directory may be replaced by the rewrite of `input` under --force: only a
@@ -182,7 +205,7 @@ pub(super) fn replaceable_artifacts(
         files.checkpoint_data(),
         files.nominal_checkpoint(),
     ];
-    own.extend(files.stale_after_rewrite());
+    own.extend(files.all_ort_format_copies());
     let entries = std::fs::read_dir(existing).map_err(|e| format!("it cannot be listed ({e})"))?;
     for entry in entries {
         let name = entry
