@@ -64,6 +64,11 @@ pub enum Error {
         where_used: String,
     },
 
+    /// The files of an artifacts set describe different models (a parameter's type or shape
+    /// differs between a graph and the checkpoint).
+    #[error("{}: the files of the set disagree: {reason}", path.display())]
+    InconsistentSet { path: PathBuf, reason: String },
+
     /// `--target-ort`: the set cannot be written so that this release loads it (and why).
     #[error("{}: cannot be written for ONNX Runtime {release}: {reason}", path.display())]
     TargetOrt {

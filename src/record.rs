@@ -80,6 +80,34 @@ impl RewriteRecord {
         self.settings.get(key).and_then(Value::as_u64)
     }
 
+    /// Where in its cycle a saved step counter puts training: the inner steps since the last
+    /// sync (ORT artifacts: 0 to k, k meaning a sync is pending; training_info counts on and is
+    /// taken modulo k). Err: for a value training never writes, what it would be.
+    pub fn cycle_position(&self, value: f64) -> Result<u64, String> {
+        let k = self
+            .setting_u64("k")
+            .filter(|&k| k > 0)
+            .ok_or_else(|| "the record holds no valid k".to_string())?;
+        let whole = value.is_finite() && value >= 0.0 && value.fract() == 0.0;
+        let (valid, expected) = match self.mode {
+            Mode::TrainingInfo => (
+                whole && value < 2f64.powi(63),
+                "a whole number >= 0".to_string(),
+            ),
+            Mode::Passthrough | Mode::Reshape => (
+                whole && value <= k as f64,
+                format!("a whole number from 0 to k = {k}"),
+            ),
+        };
+        if !valid {
+            return Err(expected);
+        }
+        Ok(match self.mode {
+            Mode::TrainingInfo => value as u64 % k,
+            _ => value as u64,
+        })
+    }
+
     /// Every state tensor and counter the rewrite added.
     pub fn state_names(&self) -> Vec<String> {
         self.parameters

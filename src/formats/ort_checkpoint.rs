@@ -51,23 +51,71 @@ impl OrtCheckpoint {
                 dims: t.dims.clone(),
             })
             .collect();
+        let mut refusals = vec![Error::Unsupported {
+            path: path.to_path_buf(),
+            reason: "a checkpoint alone cannot be rewritten; pass its artifacts directory".into(),
+        }];
+        if let Recorded::Record(record) = &recorded
+            && let Err(e) = counter_position(&checkpoint, record, path)
+        {
+            refusals.push(e);
+        }
         let analysis = Analysis {
             format: Format::OrtCheckpoint,
             optimizer: None,
             optimizer_nodes: Vec::new(),
             parameters,
             recorded,
-            refusals: vec![Error::Unsupported {
-                path: path.to_path_buf(),
-                reason: "a checkpoint alone cannot be rewritten; pass its artifacts directory"
-                    .into(),
-            }],
+            refusals,
         };
         Ok(OrtCheckpoint {
             path: path.to_path_buf(),
             checkpoint,
             analysis,
         })
+    }
+}
+
+/// Where in its cycle `checkpoint` was saved, checked: its step counter must hold a value
+/// training writes (NaN, -5, 2.5 or 1e30 would otherwise pass for some position).
+pub(crate) fn counter_position(
+    checkpoint: &Checkpoint,
+    record: &RewriteRecord,
+    path: &Path,
+) -> Result<u64> {
+    let not_ours = |reason: String| Error::NotRewritten {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let counter = record
+        .counters
+        .first()
+        .ok_or_else(|| not_ours("the record names no step counter".into()))?;
+    let values = checkpoint.values_of(counter).map_err(|_| {
+        not_ours(format!(
+            "it holds no {counter}: not a checkpoint of these rewritten artifacts"
+        ))
+    })?;
+    let invalid = |reason: String| Error::InvalidCheckpoint {
+        path: path.to_path_buf(),
+        reason: format!("the Lookahead step counter {counter} {reason}"),
+    };
+    // Shown as the counter's own type holds it (1e30, not the f64 nearest the f32).
+    let float = checkpoint
+        .parameter(counter)
+        .is_some_and(|t| t.data_type == crate::io::dtype::code::FLOAT);
+    match values.as_slice() {
+        [value] => record.cycle_position(*value).map_err(|expected| {
+            let shown = if float {
+                (*value as f32).to_string()
+            } else {
+                value.to_string()
+            };
+            invalid(format!(
+                "holds {shown}, which training never writes ({expected})"
+            ))
+        }),
+        other => Err(invalid(format!("holds {} values, not one", other.len()))),
     }
 }
 

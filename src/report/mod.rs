@@ -214,14 +214,12 @@ pub fn build(input: &dyn Adapter) -> Report {
     if let (Some(l), Recorded::Record(r)) = (lookahead.as_mut(), &analysis.recorded)
         && let Some(value) = r.counters.first().and_then(|c| sizes.value(c))
     {
-        let periodic = r.mode == crate::record::Mode::TrainingInfo;
-        let position = if periodic && l.k > 0 {
-            value as u64 % l.k
-        } else {
-            value as u64
-        };
-        l.position = Some(position);
-        l.sync_pending = Some(!periodic && position == l.k);
+        // A value training never writes has no position (the analysis lists it as a refusal).
+        if let Ok(position) = r.cycle_position(value) {
+            let periodic = r.mode == crate::record::Mode::TrainingInfo;
+            l.position = Some(position);
+            l.sync_pending = Some(!periodic && position == l.k);
+        }
     }
     let parameters: Vec<ParameterReport> = analysis
         .parameters

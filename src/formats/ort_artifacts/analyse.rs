@@ -10,8 +10,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::consistency::disagreement;
 use super::{ArtifactSet, OrtFacts};
 use crate::error::{Error, Result};
+use crate::formats::ort_checkpoint::counter_position;
 use crate::formats::{Analysis, Format, Parameter, model_refusals};
 use crate::generated::onnx::GraphProto;
 use crate::graph::build::MS_DOMAIN;
@@ -58,6 +60,10 @@ pub(super) fn analyse(set: &ArtifactSet, names: &NameGenerator) -> (Analysis, Or
             }
         }
     }
+    let checkpoint_path = set.dir.join(set.files.checkpoint());
+    if let Some(disagreement) = disagreement(set, &set.checkpoint, &checkpoint_path) {
+        refusals.push(disagreement);
+    }
     if set
         .checkpoint
         .module_state
@@ -92,6 +98,11 @@ pub(super) fn analyse(set: &ArtifactSet, names: &NameGenerator) -> (Analysis, Or
     }
     let trainable: HashSet<&str> = facts.trainable.iter().map(|t| t.name.as_str()).collect();
     let recorded = crate::record::recorded(&set.training.model);
+    if let Recorded::Record(record) = &recorded
+        && let Err(e) = counter_position(&set.checkpoint, record, &checkpoint_path)
+    {
+        refusals.push(e);
+    }
     let state: HashSet<String> = match &recorded {
         Recorded::Record(r) => r.state_names().into_iter().collect(),
         _ => HashSet::new(),

@@ -3,6 +3,7 @@
 //! checkpoint (+ checkpoint.data) in one directory, all with the same optional prefix.
 
 mod analyse;
+mod consistency;
 mod files;
 mod unwind;
 mod write;

@@ -7,14 +7,16 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use super::consistency::disagreement;
 use super::write::{SetContents, replaceable_artifacts, retarget_checkpoints, write_set};
 use super::{ArtifactSet, present};
 use crate::error::{Error, Result};
 use crate::formats::Unwound;
+use crate::formats::ort_checkpoint::counter_position;
 use crate::formats::unwind::{final_values, required_record, reverted};
 use crate::generated::onnx::ModelProto;
 use crate::graph::validate::Validated;
-use crate::io::checkpoint::{Checkpoint, ExternalDataLayout, TensorData, read_checkpoint};
+use crate::io::checkpoint::{ExternalDataLayout, TensorData, read_checkpoint};
 use crate::io::output::{InputPaths, check_output};
 use crate::options::FinalizeOptions;
 use crate::record::{META_PREFIX, Recorded};
@@ -35,22 +37,18 @@ pub(super) fn unwind(
         path: path.clone(),
         reason,
     };
-    let counter = record
-        .counters
-        .first()
-        .ok_or_else(|| not_ours("the record names no step counter".into()))?;
-    let position = values_of(&checkpoint, counter).map_err(|_| {
-        not_ours(format!(
-            "it holds no {counter}: not a checkpoint of these rewritten artifacts"
-        ))
-    })?;
-    let at_sync = position.first().copied() == Some(scheme.period() as f64);
+    let at_sync = counter_position(&checkpoint, record, &path)? == scheme.period();
+    // A checkpoint from other artifacts (other shapes or types) would give a set whose files
+    // disagree.
+    if let Some(disagreement) = disagreement(set, &checkpoint, &path) {
+        return Err(disagreement);
+    }
     let mut changed = Vec::new();
     for p in &record.parameters {
         let state = p
             .state
             .iter()
-            .map(|s| values_of(&checkpoint, s))
+            .map(|s| checkpoint.values_of(s))
             .collect::<Result<Vec<_>>>()
             .map_err(|e| {
                 not_ours(format!(
@@ -69,7 +67,7 @@ pub(super) fn unwind(
                 .map(|s| s.data.clone())
                 .ok_or_else(|| not_ours(format!("it holds no {}", p.state[0])))?,
             (true, weights) => {
-                let fast = values_of(&checkpoint, &p.name)?;
+                let fast = checkpoint.values_of(&p.name)?;
                 TensorData::Inline(final_values(
                     scheme.as_ref(),
                     &p.name,
@@ -117,16 +115,6 @@ pub(super) fn unwind(
         nominal,
         changed,
     })
-}
-
-/// The values of a checkpoint parameter.
-fn values_of(checkpoint: &Checkpoint, name: &str) -> Result<Vec<f64>> {
-    let tensor = checkpoint
-        .parameter(name)
-        .ok_or_else(|| Error::InvalidOption(format!("no {name}")))?;
-    let bytes = checkpoint.tensor_bytes(tensor)?.unwrap_or_default();
-    crate::io::values::decode(tensor.data_type, &bytes)
-        .ok_or_else(|| Error::InvalidOption(format!("{name} holds no floating-point values")))
 }
 
 pub(super) fn write_unwound(

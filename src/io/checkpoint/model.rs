@@ -527,6 +527,16 @@ impl Checkpoint {
             .sum()
     }
 
+    /// The values of a floating-point or integer parameter, as numbers.
+    pub fn values_of(&self, name: &str) -> Result<Vec<f64>> {
+        let tensor = self
+            .parameter(name)
+            .ok_or_else(|| Error::InvalidOption(format!("no {name}")))?;
+        let bytes = self.tensor_bytes(tensor)?.unwrap_or_default();
+        crate::io::values::decode(tensor.data_type, &bytes)
+            .ok_or_else(|| Error::InvalidOption(format!("{name} holds no numeric values")))
+    }
+
     /// Whether any tensor's bytes live in the external data file, or the module state says so
     /// (format 2; format 1 has neither).
     pub fn uses_external_data(&self) -> bool {

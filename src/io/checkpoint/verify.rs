@@ -188,6 +188,12 @@ impl Checkpoint {
             }
         }
         for group in &self.optimizer_groups {
+            if group.step < 0 {
+                return Err(invalid(format!(
+                    "optimizer group {:?} has step {}; training counts steps from 0",
+                    group.group_name, group.step
+                )));
+            }
             for state in &group.optimizer_states {
                 if state.param_name.is_empty() {
                     return Err(invalid(format!(

@@ -118,7 +118,9 @@ fn edge_cases() -> Vec<(&'static str, Checkpoint)> {
         .requires_grad_params
         .push(tensor("w", vec![4], data_type::FLOAT));
     optimizer.module_state = Some(module);
-    let mut group = OptimizerGroup::new("group0", i64::MIN, -0.0);
+    // The largest step (a negative one is refused on reading: training counts from 0; the
+    // property below keeps i64::MIN).
+    let mut group = OptimizerGroup::new("group0", i64::MAX, -0.0);
     group.optimizer_states.push(ParameterOptimizerState::new(
         "w",
         vec![
