@@ -8,13 +8,14 @@ What runs (one browser, one page per version, tests/web/ through lookahead_testk
   reference uses), rewritten with k=3, alpha=0.5 (two forwards per step: gradient accumulation)
   and k=4, alpha=0.8 (one forward), each trained STEPS steps with the stock web loop
   (runTrainStep per batch, runOptimizerStep, lazyResetGrad, runEvalStep); every training loss and
-  every eval loss within TOL of reference_run, and away from the plain inner optimizer. The k=3
-  sets also read every parameter after load and every step (getContiguousParameters(false)): the
-  buffer's layout (the training model's parameter inputs in order, frozen ones interleaved, slow
-  weights, counter), the weights and slow weights against the reference, and the fast weights a
-  sync step leaves until the next forward. The same schedule also runs in Python ORT 1.19.2.
-- the module in 1.19.2: the same k=3 sets again, syncParameters called twice after load and after
-  every step (lookahead_testkit.web.WebSet.sync): true exactly after sync steps, the Lookahead and
+  every eval loss within TOL of reference_run, and away from the plain inner optimizer. The
+  rewritten runs also read every parameter after load and every step
+  (getContiguousParameters(false)): the buffer's layout (the training model's parameter inputs in
+  order, frozen ones interleaved, slow weights, counter), the weights and slow weights against the
+  reference, and the fast weights a sync step leaves until the next forward. The k=3 schedule also
+  runs in Python ORT 1.19.2.
+- the module in 1.19.2: the same rewritten sets again, syncParameters called twice after load and
+  after every step (lookahead_testkit.web.WebSet.sync): true exactly after sync steps, the Lookahead and
   slow weights (within SYNC_TOL of the reference, and bit for bit what Python's
   onnx_lookahead.ort.sync_parameters makes of the same fast and slow weights), a second call false
   and without effect, and training afterwards identical to the run without it.
