@@ -3,7 +3,10 @@
 Fenced blocks tagged `sh` run with bash (errexit, pipefail) and `python` blocks with this
 interpreter, from the repository root, so the training snippet finds what the main-job command
 wrote and the deployment snippets what training wrote. `text` blocks are synopses and outputs and
-are not run. The one `sh` block not run here is the test command itself (it runs this file).
+are not run. `js` blocks run in a browser only (onnxruntime-web's training build has no Node
+entry); they must at least parse as ES modules (`node --check`), and what they do is what
+test_web_training.py does in the browser. The one `sh` block not run here is the test command
+itself (it runs this file).
 
 A block right after the line `<!-- runs in a fresh venv -->` is one a user runs outside this
 setup (the quickstart): those blocks run again, in order, in a new venv that `python3 -m venv`
@@ -46,7 +49,17 @@ def fresh_venv_blocks() -> list[tuple[str, str, int]]:
 
 def test_every_block_says_what_it_is():
     for language, _, line, _ in snippets():
-        assert language in {"sh", "python", "text"}, f"README.md:{line}: tag the block (sh, python or text)"
+        assert language in {"sh", "python", "text", "js"}, f"README.md:{line}: tag the block (sh, python, text or js)"
+
+
+def test_js_blocks_parse(tmp_path):
+    blocks = [(code, line) for language, code, line, _ in snippets() if language == "js"]
+    assert blocks, "README.md has no js block (the browser loop)"
+    for code, line in blocks:
+        path = tmp_path / f"readme_{line}.mjs"
+        path.write_text(code)
+        res = subprocess.run(["node", "--check", str(path)], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, f"README.md:{line} (js) does not parse:\n{code}\n{res.stderr}"
 
 
 def test_every_readme_snippet_runs():

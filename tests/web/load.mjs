@@ -18,17 +18,20 @@
 //   --threads N          ort.env.wasm.numThreads (default 1; 1.19 only: 1.17 and 1.18 have no
 //                        threaded training build and always run with 1)
 //   --session-options J  JSON SessionOptions for TrainingSession.create (e.g. {"executionMode":"parallel"})
-//   --manifest FILE      JSON [{"dir", "name"?, "steps"?, "eval"?, "parameters"?, "sessionOptions"?}]
-//                        instead of DIRs: per set data and options
+//   --manifest FILE      JSON [{"dir", "name"?, "steps"?, "eval"?, "parameters"?, "sessionOptions"?,
+//                        "versions"?, "sync"?}] instead of DIRs: per set data and options; "versions"
+//                        limits the set to those of --version; "sync": true calls the Lookahead
+//                        module's syncParameters after load and after every step (page/harness.js)
+//   --lookahead-module F onnx-lookahead-web.mjs, served to the page for the sets with "sync"
 //   --timeout S          per set (default 120)
 //   --jobs N             versions run side by side, each in its own page (default 1: one after
 //                        another; on 2 cores side by side is not faster)
 //   --chromium PATH      the browser (default $CHROMIUM or /usr/bin/chromium); nothing is downloaded
 //
 // Each line: {"version", "ort", "threads", "set", "dir", "loads": true|false|null, "error", "errorCode",
-// "losses"?, "evals"?, "parameters"?, "parametersError"?, "runError"?, "runErrorAt"?,
-// "releaseError"?, "unsound"? (the next set got a fresh page), "ms", "browser", "console"? (what
-// the page logged meanwhile)}. "error" is ORT's message; where ORT threw a C++ exception (a bare number in
+// "losses"?, "evals"?, "parameters"?, "parametersError"?, "syncs"?, "syncError"?, "runError"?,
+// "runErrorAt"?, "releaseError"?, "unsound"? (the next set got a fresh page), "ms", "browser",
+// "console"? (what the page logged meanwhile)}. "error" is ORT's message; where ORT threw a C++ exception (a bare number in
 // JavaScript, kept in "errorCode") it is the message read from the WASM memory, best effort.
 // Non-finite numbers are written as the strings "NaN", "Infinity", "-Infinity".
 // Exit status: 0 when every set was tried (whether it loaded or not), 1 on a harness failure.
@@ -37,7 +40,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
-import { startServer, VERSIONS } from './server.mjs';
+import { LOOKAHEAD_MODULE_URL, startServer, VERSIONS } from './server.mjs';
 
 // The flags that work on this kind of machine (no network but loopback). Playwright adds a fresh
 // temporary profile (--user-data-dir) of its own and --headless.
@@ -85,6 +88,7 @@ async function main() {
       threads: { type: 'string', default: '1' },
       'session-options': { type: 'string' },
       manifest: { type: 'string' },
+      'lookahead-module': { type: 'string' },
       timeout: { type: 'string', default: '120' },
       jobs: { type: 'string' },
       chromium: { type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium' },
@@ -112,6 +116,11 @@ async function main() {
       dir, steps, eval: steps.length ? data.eval : undefined, parameters: values.parameters, sessionOptions,
     }));
   }
+  if (entries.some((e) => e.sync) && !values['lookahead-module']) usage('"sync" sets need --lookahead-module');
+  for (const e of entries) {
+    const unknown = (e.versions || []).filter((v) => !VERSIONS[v]);
+    if (unknown.length) usage(`${e.dir}: unknown version ${unknown.join(', ')}`);
+  }
   const dirs = entries.map((e) => path.resolve(e.dir));
   const files = await Promise.all(dirs.map(artifactFiles));
   const requests = entries.map((e, i) => ({
@@ -121,9 +130,11 @@ async function main() {
     eval: e.eval,
     parameters: e.parameters,
     sessionOptions: e.sessionOptions,
+    lookaheadModule: e.sync ? LOOKAHEAD_MODULE_URL : undefined,
+    versions: e.versions,
   }));
 
-  const server = await startServer(dirs);
+  const server = await startServer(dirs, { lookaheadModule: values['lookahead-module'] });
   const browser = await chromium.launch({ executablePath: values.chromium, headless: true, args: CHROMIUM_ARGS });
   const browserVersion = browser.version();
   const timeoutMs = Number(values.timeout) * 1000;
@@ -131,6 +142,8 @@ async function main() {
   if (!(Number.isInteger(jobs) && jobs >= 1)) usage('--jobs: a whole number >= 1');
   // One page per version at a time; --jobs versions side by side (their lines then interleave).
   async function runVersion(version) {
+    const mine = [...requests.entries()].filter(([, r]) => !r.versions || r.versions.includes(version));
+    if (!mine.length) return;
     const context = await browser.newContext();
     let page = null;
     let ort = null;
@@ -145,7 +158,7 @@ async function main() {
       ({ ortVersion: ort, threads } = await page.evaluate(() => window.harness.ready));
     };
     await openPage();
-    for (const [i, request] of requests.entries()) {
+    for (const [n, [i, request]] of mine.entries()) {
       consoleLines = [];
       const started = Date.now();
       let result;
@@ -168,7 +181,7 @@ async function main() {
       // state is not to be trusted: the next set gets a fresh page. An error ORT returned as a
       // status leaves it sound.
       const unsound = result.loads === null || result.unsound;
-      if (unsound && i + 1 < requests.length) await openPage();
+      if (unsound && n + 1 < mine.length) await openPage();
     }
     await context.close();
   }

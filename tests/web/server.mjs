@@ -6,11 +6,12 @@
 //   /page/<file>           -> tests/web/page/<file>
 //   /ort/<version>/<file>  -> node_modules/ort-web-<version>/dist/<file>   (version: 1.17, 1.18, 1.19)
 //   /sets/<i>/<file>       -> <the i-th set's directory>/<file>
+//   /lookahead/onnx-lookahead-web.mjs -> the module given as options.lookaheadModule (if any)
 //
 // The responses carry COOP/COEP headers so that the page is cross-origin isolated
 // (SharedArrayBuffer, and so WASM threads, are available if a caller asks for numThreads > 1).
 //
-// As a module: startServer(setDirs) -> {url, close()}. On its own, for looking at the page by hand:
+// As a module: startServer(setDirs, {lookaheadModule}?) -> {url, close()}. On its own, for looking at the page by hand:
 //   node tests/web/server.mjs DIR...   (prints the URL; Ctrl-C stops it)
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
@@ -35,8 +36,11 @@ function inside(root, rel) {
   return full === root || full.startsWith(root + path.sep) ? full : null;
 }
 
-function route(pathname, setDirs) {
+export const LOOKAHEAD_MODULE_URL = '/lookahead/onnx-lookahead-web.mjs';
+
+function route(pathname, setDirs, lookaheadModule) {
   if (pathname === '/' || pathname === '/index.html') return path.join(HERE, 'page', 'index.html');
+  if (pathname === LOOKAHEAD_MODULE_URL && lookaheadModule) return lookaheadModule;
   let m = pathname.match(/^\/page\/(.+)$/);
   if (m) return inside(path.join(HERE, 'page'), m[1]);
   m = pathname.match(/^\/ort\/([0-9.]+)\/(.+)$/);
@@ -46,8 +50,9 @@ function route(pathname, setDirs) {
   return null;
 }
 
-export function startServer(setDirs = []) {
+export function startServer(setDirs = [], { lookaheadModule = null } = {}) {
   const roots = setDirs.map((d) => path.resolve(d));
+  const module = lookaheadModule && path.resolve(lookaheadModule);
   const server = createServer(async (req, res) => {
     const headers = {
       'Cross-Origin-Opener-Policy': 'same-origin',
@@ -56,7 +61,7 @@ export function startServer(setDirs = []) {
     };
     try {
       const { pathname } = new URL(req.url, 'http://127.0.0.1');
-      const file = route(decodeURIComponent(pathname), roots);
+      const file = route(decodeURIComponent(pathname), roots, module);
       if (req.method !== 'GET' || file === null || !(await stat(file)).isFile()) throw new Error('not found');
       const body = await readFile(file);
       // The onnxruntime-web builds never change under a URL: let the browser cache them (and its

@@ -15,13 +15,18 @@
 //   eval?: feeds,                             // runEvalStep(eval) after every step
 //   parameters?: 'trainable' | 'all',         // getContiguousParameters(trainableOnly) after load
 //                                             // and after every step
+//   lookaheadModule?: URL,                    // onnx-lookahead-web.mjs: after load and after every
+//                                             // step (after its eval and parameters), call its
+//                                             // syncParameters twice, reading the parameters
+//                                             // (getContiguousParameters(false)) after each call
 // }
 // feeds: {inputName: {type: 'float32' | 'int64' | ..., dims: [...], data: [...]}}
 //
 // result: {set, loads, error, errorCode, trainingInputNames, trainingOutputNames, evalInputNames,
 //   evalOutputNames, losses: [[loss per feeds] per step], evals: [..], parameters: [[..] after
-//   load, after step 1, ...], parametersError, runError, runErrorCode, runErrorAt, releaseError,
-//   unsound}
+//   load, after step 1, ...], parametersError, syncs: [{returned: [first, second], parameters:
+//   [after first, after second]} after load, after step 1, ...], syncError, runError, runErrorCode,
+//   runErrorAt, releaseError, unsound}
 //
 // ONNX Runtime's WASM build cannot catch C++ exceptions: an ORT_THROW inside the runtime reaches
 // JavaScript as a bare number, the address of the exception object. The harness then reads the
@@ -163,9 +168,22 @@
     const result = { set: request.name, loads: false, error: null, errorCode: null };
     const ort = window.ort;
     let session = null;
+    let lookahead = null;
+    let record = null;
     try {
       const options = {};
       for (const [key, url] of Object.entries(request.files)) if (url) options[key] = await fetchBytes(url);
+      if (request.lookaheadModule) {
+        // Read before create(), which may take the buffers over. A failure here is the module's,
+        // not the set's: it does not make the set fail to load.
+        try {
+          lookahead = await import(request.lookaheadModule);
+          record = lookahead.readRecord(options.trainModel);
+        } catch (e) {
+          result.syncError = `before load: ${describe(e).error}`;
+          lookahead = null;
+        }
+      }
       session = await ort.TrainingSession.create(options, request.sessionOptions || {});
       result.loads = true;
     } catch (e) {
@@ -195,8 +213,26 @@
           if (unsound) result.unsound = true;
         }
       };
+      // The module's syncParameters, twice, each followed by a read of every parameter.
+      const sync = async () => {
+        if (!lookahead || result.syncError) return;
+        const entry = { returned: [], parameters: [] };
+        try {
+          for (let i = 0; i < 2; i++) {
+            entry.returned.push(await lookahead.syncParameters(session, record));
+            entry.parameters.push(Array.from((await session.getContiguousParameters(false)).data));
+          }
+          result.syncs.push(entry);
+        } catch (e) {
+          const { error, unsound } = describe(e);
+          result.syncError = `${at}: ${error}`;
+          if (unsound) result.unsound = true;
+        }
+      };
       if (wantParameters) result.parameters = [];
+      if (request.lookaheadModule) result.syncs = [];
       await readParameters();
+      await sync();
       const steps = request.steps || [];
       if (steps.length) {
         result.losses = [];
@@ -217,6 +253,7 @@
           result.evals.push(scalar(out[session.evalOutputNames[0]]));
         }
         await readParameters();
+        await sync();
       }
     } catch (e) {
       const { error, errorCode, unsound } = describe(e);
