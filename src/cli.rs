@@ -4,11 +4,13 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::compat::Release;
 use crate::inject::ort::AliasOp;
+use crate::options::{OrtConverter, OrtFormat, OrtFormatMode};
 use crate::scheme::InnerState;
 use crate::{DrawFormat, Error, EvalWeights, FinalizeOptions, Options, RewriteOptions};
 
@@ -82,6 +84,16 @@ enum Command {
         /// opset imports (1.16, 1.17, 1.18, 1.19). Default: keep the input's.
         #[arg(long, value_name = "VERSION", value_parser = parse_release)]
         target_ort: Option<&'static Release>,
+        /// ONNX Runtime artifacts: also write every model in ONNX Runtime's ORT format (.ort and
+        /// .required_operators.config per model, and the set's required_operators.config), as
+        /// generate_artifacts(ort_format=True) does. Only the Python package's console script can
+        /// (onnxruntime-training converts); it does so by default when the input holds .ort copies.
+        #[arg(long, conflicts_with = "no_ort_format")]
+        ort_format: bool,
+        /// ONNX Runtime artifacts: write no ORT-format copies (a copy the input held then goes
+        /// only with a model written as it was).
+        #[arg(long)]
+        no_ort_format: bool,
     },
     /// Turn a rewrite's output back into its plain form at the chosen weights: rewritten
     /// artifacts (with a checkpoint saved during training), a rewritten training_info model, or
@@ -107,6 +119,16 @@ enum Command {
         /// loads it (1.16, 1.17, 1.18, 1.19). Default: keep the input's headers.
         #[arg(long, value_name = "VERSION", value_parser = parse_release)]
         target_ort: Option<&'static Release>,
+        /// ONNX Runtime artifacts: also write every model in ONNX Runtime's ORT format (.ort and
+        /// .required_operators.config per model, and the set's required_operators.config), as
+        /// generate_artifacts(ort_format=True) does. Only the Python package's console script can
+        /// (onnxruntime-training converts); it does so by default when the input holds .ort copies.
+        #[arg(long, conflicts_with = "no_ort_format")]
+        ort_format: bool,
+        /// ONNX Runtime artifacts: write no ORT-format copies (a copy the input held then goes
+        /// only with a model written as it was).
+        #[arg(long)]
+        no_ort_format: bool,
     },
     /// Show what the tool finds in a model or artifacts directory, and what a rewrite injected.
     Inspect {
@@ -241,7 +263,50 @@ fn parse_alpha(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+/// What `--ort-format` / `--no-ort-format` ask for, with the converter this program has.
+fn ort_format(on: bool, off: bool, converter: &Option<Arc<dyn OrtConverter>>) -> OrtFormat {
+    OrtFormat {
+        mode: match (on, off) {
+            (true, _) => OrtFormatMode::Always,
+            (_, true) => OrtFormatMode::Never,
+            _ => OrtFormatMode::Auto,
+        },
+        converter: converter.clone(),
+    }
+}
+
+/// `--ort-format` where this program has no converter (the binary): why, and what to run instead.
+fn ort_format_refusal(
+    command: &Command,
+    converter: &Option<Arc<dyn OrtConverter>>,
+) -> Option<String> {
+    let output = match command {
+        Command::Rewrite {
+            output,
+            ort_format: true,
+            ..
+        }
+        | Command::Finalize {
+            output,
+            ort_format: true,
+            ..
+        } if converter.is_none() => output,
+        _ => return None,
+    };
+    Some(format!(
+        "--ort-format needs the onnx-lookahead console script of the Python package, which converts with onnxruntime-training (pip install \"onnx-lookahead[ort]\"); this binary cannot convert: run it without --ort-format, then {}",
+        crate::formats::ort_artifacts::convert_command(output)
+    ))
+}
+
+/// The ORT-format files written, for the summary.
+fn print_ort_format(files: &[String]) {
+    if !files.is_empty() {
+        eprintln!("wrote the ORT format too: {}", files.join(", "));
+    }
+}
+
+fn run(command: Command, converter: &Option<Arc<dyn OrtConverter>>) -> anyhow::Result<()> {
     match command {
         Command::Rewrite {
             input,
@@ -256,6 +321,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             exclude,
             inner_state,
             target_ort,
+            ort_format: on,
+            no_ort_format: off,
         } => {
             let options = RewriteOptions {
                 lookahead: Options::new(k, alpha)?.with_inner_state(inner_state.into()),
@@ -270,6 +337,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 include,
                 exclude,
                 target_ort,
+                ort_format: ort_format(on, off, converter),
             };
             let summary = crate::rewrite(&input, &output, &options)
                 .map_err(|e| in_context("cannot rewrite", &input, e))?;
@@ -282,6 +350,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 summary.injected_nodes,
                 crate::report::human_bytes(summary.state_bytes)
             );
+            print_ort_format(&summary.ort_format);
             for note in &summary.notes {
                 eprintln!("note: {note}");
             }
@@ -293,12 +362,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             checkpoint,
             force,
             target_ort,
+            ort_format: on,
+            no_ort_format: off,
         } => {
             let options = FinalizeOptions {
                 weights: weights.into(),
                 checkpoint,
                 force,
                 target_ort,
+                ort_format: ort_format(on, off, converter),
             };
             let summary = crate::finalize(&input, &output, &options)
                 .map_err(|e| in_context("cannot finalize", &input, e))?;
@@ -309,6 +381,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 summary.weights.id(),
                 summary.changed.len()
             );
+            print_ort_format(&summary.ort_format);
             for note in &summary.notes {
                 eprintln!("note: {note}");
             }
@@ -366,6 +439,15 @@ fn print_usage_error(rendered: &str) {
 
 /// Runs the command line on `args` (the program name first) and returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    main_with(args, None)
+}
+
+/// `main` with a converter to ONNX Runtime's ORT format (`--ort-format`; the Python package's
+/// console script passes one, the binary has none).
+pub fn main_with(
+    args: impl IntoIterator<Item = OsString>,
+    converter: Option<Arc<dyn OrtConverter>>,
+) -> u8 {
     crate::io::interrupt::install_handlers();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -379,7 +461,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
             return EXIT_USAGE;
         }
     };
-    match run(cli.command) {
+    // Refused like a usage error: this program cannot do it, whatever the input.
+    if let Some(refusal) = ort_format_refusal(&cli.command, &converter) {
+        eprintln!("error: {}", one_line(&refusal));
+        return EXIT_USAGE;
+    }
+    match run(cli.command, &converter) {
         Ok(()) => 0,
         Err(err) => {
             eprintln!("error: {}", one_line(&format!("{err:#}")));

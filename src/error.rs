@@ -133,6 +133,11 @@ pub enum Error {
     /// opened for reading (a FIFO would block, a device stream without end).
     #[error("{}: is a {kind}, not a regular file", path.display())]
     NotRegularFile { path: PathBuf, kind: &'static str },
+
+    /// The ORT-format copies of an output set could not be written (the converter failed or
+    /// wrote something else than asked); nothing was written.
+    #[error("{}: cannot write the ORT format of its models: {reason}", path.display())]
+    OrtFormat { path: PathBuf, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

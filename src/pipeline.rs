@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::formats::{self, Format};
 use crate::graph::patch;
 use crate::graph::validate::validate_models;
-use crate::options::{FinalizeOptions, RewriteOptions};
+use crate::options::{FinalizeOptions, OrtFormat, OrtFormatMode, RewriteOptions};
 use crate::record::{RewriteRecord, TOOL_VERSION};
 use crate::report::{self, Report, count_with_subgraphs};
 use crate::scheme::Scheme;
@@ -34,6 +34,8 @@ pub struct RewriteSummary {
     pub state_bytes: u64,
     /// Notes for the user (input files not carried over, and why).
     pub notes: Vec<String>,
+    /// The ORT-format files written for the output's models (ORT artifacts with a converter).
+    pub ort_format: Vec<String>,
 }
 
 /// Rewrites `input` (a model file or an ORT artifacts directory) into `output`.
@@ -43,6 +45,7 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
         return Err(refusal);
     }
     target_applies(source.as_ref(), options.target_ort)?;
+    ort_format_applies(source.as_ref(), &options.ort_format)?;
     let scheme = options.lookahead;
     let mut names = source.reserved_names();
     let plan = source.plan(&scheme, options, &mut names)?;
@@ -85,7 +88,8 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
         source.checkpoint(),
     )?;
     let validated = validate_models(models)?;
-    let mut notes = source.write(validated, &plan, &record, output, options)?;
+    let written = source.write(validated, &plan, &record, output, options)?;
+    let mut notes = written.notes;
     notes.extend(loads_note);
     Ok(RewriteSummary {
         format: source.format(),
@@ -95,6 +99,7 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
         injected_nodes,
         state_bytes,
         notes,
+        ort_format: written.ort_format,
     })
 }
 
@@ -130,6 +135,8 @@ pub struct FinalizeSummary {
     /// Parameters whose values changed (a pending sync folded in, or the slow weights taken).
     pub changed: Vec<String>,
     pub notes: Vec<String>,
+    /// The ORT-format files written for the output's models (ORT artifacts with a converter).
+    pub ort_format: Vec<String>,
 }
 
 /// Takes a rewrite back: `input` (rewritten artifacts, a rewritten training_info model, or an
@@ -147,6 +154,7 @@ pub fn finalize(input: &Path, output: &Path, options: &FinalizeOptions) -> Resul
         return Err(source.analysis_mut().refusals.remove(position));
     }
     target_applies(source.as_ref(), options.target_ort)?;
+    ort_format_applies(source.as_ref(), &options.ort_format)?;
     let mut unwound = source.unwind(options)?;
     let mut models = std::mem::take(&mut unwound.models);
     let changed = unwound.changed.clone();
@@ -157,7 +165,8 @@ pub fn finalize(input: &Path, output: &Path, options: &FinalizeOptions) -> Resul
         unwound.checkpoint.as_ref(),
     )?;
     let validated = validate_models(models)?;
-    let mut notes = source.write_unwound(validated, unwound, output, options)?;
+    let written = source.write_unwound(validated, unwound, output, options)?;
+    let mut notes = written.notes;
     notes.extend(loads_note);
     Ok(FinalizeSummary {
         format: source.format(),
@@ -165,27 +174,43 @@ pub fn finalize(input: &Path, output: &Path, options: &FinalizeOptions) -> Resul
         weights: options.weights,
         changed,
         notes,
+        ort_format: written.ort_format,
     })
 }
 
 /// `--target-ort` is about ONNX Runtime training artifacts: refused for any other input.
 fn target_applies(source: &dyn formats::Adapter, target: Option<&compat::Release>) -> Result<()> {
     match target {
-        Some(release) if source.format() != Format::OrtArtifacts => {
-            Err(crate::error::Error::InvalidOption(format!(
-                "--target-ort {} applies to ONNX Runtime training artifacts; {} is {}",
-                release.id,
-                source.path().display(),
-                match source.format() {
-                    Format::TrainingInfo =>
-                        "a model with training_info (trained by onnx_lookahead.training_info, not ONNX Runtime)",
-                    Format::OrtCheckpoint => "a lone checkpoint",
-                    _ => "a model, not an artifacts set",
-                }
-            )))
-        }
-        _ => Ok(()),
+        Some(release) => artifacts_only(source, &format!("--target-ort {}", release.id)),
+        None => Ok(()),
     }
+}
+
+/// `--ort-format` is about ONNX Runtime training artifacts, and needs a converter that can run;
+/// refused before anything is read further or written.
+fn ort_format_applies(source: &dyn formats::Adapter, ort: &OrtFormat) -> Result<()> {
+    if ort.mode != OrtFormatMode::Always {
+        return Ok(());
+    }
+    artifacts_only(source, "--ort-format")?;
+    formats::ort_artifacts::required_converter(ort).map(drop)
+}
+
+/// Refuses `option` for any input but ONNX Runtime training artifacts.
+fn artifacts_only(source: &dyn formats::Adapter, option: &str) -> Result<()> {
+    if source.format() == Format::OrtArtifacts {
+        return Ok(());
+    }
+    Err(crate::error::Error::InvalidOption(format!(
+        "{option} applies to ONNX Runtime training artifacts; {} is {}",
+        source.path().display(),
+        match source.format() {
+            Format::TrainingInfo =>
+                "a model with training_info (trained by onnx_lookahead.training_info, not ONNX Runtime)",
+            Format::OrtCheckpoint => "a lone checkpoint",
+            _ => "a model, not an artifacts set",
+        }
+    )))
 }
 
 /// Writes the target release's headers into an artifacts set's output models; without a target,

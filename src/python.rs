@@ -6,11 +6,13 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use pyo3::create_exception;
 use pyo3::prelude::*;
 
 use crate::inject::ort::AliasOp;
+use crate::options::{OrtConversion, OrtConverter, OrtFormat, OrtFormatMode};
 use crate::scheme::InnerState;
 use crate::{DrawFormat, Error as LibError, EvalWeights, FinalizeOptions, Options, RewriteOptions};
 
@@ -62,6 +64,79 @@ fn run<T: Send>(
     }
 }
 
+/// The package's converter to ONNX Runtime's ORT format (`onnx_lookahead._ort_format`): an
+/// object with `available()` (None, or why not) and `convert(folder, destination, models,
+/// merged_config)` (the names of the files written). The library calls it without the GIL (see
+/// `run`), so each call takes it.
+struct PyConverter(Py<PyAny>);
+
+/// A Python exception as one message: ours as they are, others with their type.
+fn describe(py: Python<'_>, error: PyErr) -> String {
+    let value = error.value(py);
+    let text = value
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "(no message)".into());
+    if value.is_instance_of::<Error>() {
+        text
+    } else {
+        let kind = value
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "exception".into());
+        format!("{kind}: {text}")
+    }
+}
+
+impl OrtConverter for PyConverter {
+    fn available(&self) -> Result<(), String> {
+        Python::attach(|py| {
+            let reason = self
+                .0
+                .bind(py)
+                .call_method0("available")
+                .map_err(|e| describe(py, e))?;
+            if reason.is_none() {
+                Ok(())
+            } else {
+                Err(reason
+                    .str()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| describe(py, e)))
+            }
+        })
+    }
+
+    fn convert(&self, request: &OrtConversion) -> Result<Vec<String>, String> {
+        Python::attach(|py| {
+            let args = (
+                request.folder.as_os_str(),
+                request.destination.as_os_str(),
+                request.models.to_vec(),
+                request.merged_config,
+            );
+            self.0
+                .bind(py)
+                .call_method1("convert", args)
+                .and_then(|written| written.extract::<Vec<String>>())
+                .map_err(|e| describe(py, e))
+        })
+    }
+}
+
+/// `ort_format` as the package passes it (None: auto, True, False) with its converter.
+fn ort_format(ort_format: Option<bool>, converter: Option<Py<PyAny>>) -> OrtFormat {
+    OrtFormat {
+        mode: match ort_format {
+            None => OrtFormatMode::Auto,
+            Some(true) => OrtFormatMode::Always,
+            Some(false) => OrtFormatMode::Never,
+        },
+        converter: converter.map(|c| Arc::new(PyConverter(c)) as Arc<dyn OrtConverter>),
+    }
+}
+
 fn weights(name: &str) -> PyResult<EvalWeights> {
     match name {
         "lookahead" => Ok(EvalWeights::Lookahead),
@@ -93,7 +168,7 @@ fn inner_state(name: &str) -> PyResult<InnerState> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights, include, exclude, inner_state, target_ort))]
+#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights, include, exclude, inner_state, target_ort, ort_format=None, converter=None))]
 #[allow(clippy::too_many_arguments)]
 fn rewrite(
     py: Python<'_>,
@@ -109,6 +184,8 @@ fn rewrite(
     exclude: Vec<String>,
     inner_state: &str,
     target_ort: Option<&str>,
+    ort_format: Option<bool>,
+    converter: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     let lookahead = Options::new(k, alpha)
         .map_err(|e| Error::new_err(e.to_string()))?
@@ -126,6 +203,7 @@ fn rewrite(
         include,
         exclude,
         target_ort: release(target_ort)?,
+        ort_format: self::ort_format(ort_format, converter),
     };
     let summary = run(py, "cannot rewrite", &input, || {
         crate::rewrite(&input, &output, &options)
@@ -140,6 +218,7 @@ fn rewrite(
         "injected_nodes": summary.injected_nodes,
         "state_bytes": summary.state_bytes,
         "notes": summary.notes,
+        "ort_format": summary.ort_format,
     })
     .to_string())
 }
@@ -166,7 +245,8 @@ fn draw(py: Python<'_>, input: PathBuf, format: &str) -> PyResult<String> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (input, output, weights_name, checkpoint, force, target_ort))]
+#[pyo3(signature = (input, output, weights_name, checkpoint, force, target_ort, ort_format=None, converter=None))]
+#[allow(clippy::too_many_arguments)]
 fn finalize(
     py: Python<'_>,
     input: PathBuf,
@@ -175,12 +255,15 @@ fn finalize(
     checkpoint: Option<PathBuf>,
     force: bool,
     target_ort: Option<&str>,
+    ort_format: Option<bool>,
+    converter: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     let options = FinalizeOptions {
         weights: weights(weights_name)?,
         checkpoint,
         force,
         target_ort: release(target_ort)?,
+        ort_format: self::ort_format(ort_format, converter),
     };
     let summary = run(py, "cannot finalize", &input, || {
         crate::finalize(&input, &output, &options)
@@ -191,16 +274,19 @@ fn finalize(
         "weights": summary.weights.id(),
         "changed_parameters": summary.changed,
         "notes": summary.notes,
+        "ort_format": summary.ort_format,
     })
     .to_string())
 }
 
-/// The command line (the console script `onnx-lookahead`): runs it on `argv` and returns the exit
-/// code.
+/// The command line (the console script `onnx-lookahead`): runs it on `argv`, with the package's
+/// converter for `--ort-format`, and returns the exit code.
 #[pyfunction]
-fn run_cli(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
+#[pyo3(signature = (argv, converter=None))]
+fn run_cli(py: Python<'_>, argv: Vec<std::ffi::OsString>, converter: Option<Py<PyAny>>) -> i32 {
+    let converter = converter.map(|c| Arc::new(PyConverter(c)) as Arc<dyn OrtConverter>);
     py.detach(|| {
-        std::panic::catch_unwind(AssertUnwindSafe(|| crate::cli::main(argv)))
+        std::panic::catch_unwind(AssertUnwindSafe(|| crate::cli::main_with(argv, converter)))
             .map(i32::from)
             .unwrap_or(101)
     })

@@ -1,7 +1,10 @@
 //! ORT-format copies (`<model>.ort`, `<model>.required_operators.config`) in an artifacts folder
 //! describe one model's graphs: wherever an operation writes that model anew they are left out
 //! (with a note naming the command that regenerates them), and wherever it leaves the model as it
-//! was they are copied with it. Through the binary, for every way a model can change.
+//! was they are copied with it; the set's operator list (`required_operators.config`) lists every
+//! model's operators, so it never stays. The binary has no converter: `--ort-format` is refused
+//! before anything is read or written (the Python package's console script writes them,
+//! tests/python/test_ort_format.py). Through the binary, for every way a model can change.
 
 mod common;
 
@@ -120,4 +123,124 @@ fn the_regeneration_command_quotes_what_the_shell_would_split() {
     let stderr = run_ok(&["rewrite", arg(&input), "-o", arg(&out)]);
     let expected = format!("'{}/it'\\''s out'", dir.path().display());
     assert!(stderr.contains(&expected), "{expected} in {stderr}");
+}
+
+#[test]
+fn the_binary_refuses_ort_format_and_writes_nothing() {
+    let dir = tmp();
+    let rewritten = dir.path().join("rewritten");
+    run_ok(&["rewrite", arg(&fixture("ort_sgd")), "-o", arg(&rewritten)]);
+    for (command, input) in [("rewrite", fixture("ort_adamw")), ("finalize", rewritten)] {
+        let before = entries(dir.path());
+        let out = dir.path().join(format!("{command}_out"));
+        let args = [command, arg(&input), "-o", arg(&out), "--ort-format"];
+        let stderr = expect_error(&args, 2);
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "error: --ort-format needs the onnx-lookahead console script of the Python package, which converts with onnxruntime-training (pip install \"onnx-lookahead[ort]\"); this binary cannot convert: run it without --ort-format, then python -m onnxruntime.tools.convert_onnx_models_to_ort --optimization_style Fixed {}",
+                out.display()
+            )
+        );
+        assert_eq!(entries(dir.path()), before, "{command}: nothing written");
+        // --no-ort-format is what the binary does anyway; both at once is a usage error.
+        let both = [
+            command,
+            arg(&input),
+            "-o",
+            arg(&out),
+            "--ort-format",
+            "--no-ort-format",
+        ];
+        let stderr = expect_error(&both, 2);
+        assert!(stderr.contains("cannot be used with"), "{stderr}");
+        run_ok(&[command, arg(&input), "-o", arg(&out), "--no-ort-format"]);
+    }
+}
+
+#[test]
+fn every_name_the_converter_gives_follows_its_model_and_the_sets_list_never_stays() {
+    // Converted at another level or style, type-reduced, optimized ONNX beside: the same model's
+    // graphs under other names. required_operators.config: what converting the folder writes.
+    let derived = [
+        "training_model.basic.ort",
+        "training_model.required_operators_and_types.config",
+        "eval_model.with_runtime_opt.ort",
+        "eval_model.optimized.onnx",
+        "optimizer_model.extended.ort",
+        "optimizer_model.required_operators.extended.config",
+    ];
+    for extra in [&[][..], &["--no-ort-format"][..]] {
+        let dir = tmp();
+        let input = with_ort_copies(dir.path(), "ort_adamw");
+        for name in derived.iter().chain(&["required_operators.config"]) {
+            std::fs::write(input.join(name), format!("stand-in {name}")).unwrap();
+        }
+        let out = dir.path().join("out");
+        let mut args = vec!["rewrite", arg(&input), "-o", arg(&out)];
+        args.extend_from_slice(extra);
+        let stderr = run_ok(&args);
+        let left: Vec<String> = entries(&out)
+            .into_iter()
+            .filter(|n| !n.starts_with("checkpoint") && !n.ends_with("model.onnx"))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                "optimizer_model.extended.ort",
+                "optimizer_model.ort",
+                "optimizer_model.required_operators.config",
+                "optimizer_model.required_operators.extended.config",
+            ],
+            "{extra:?}"
+        );
+        let notes = notes(&stderr);
+        assert_eq!(notes.len(), 3, "{stderr}");
+        assert!(
+            notes[0].starts_with("note: training_model.basic.ort, training_model.ort, training_model.required_operators.config and training_model.required_operators_and_types.config not carried over: they describe the input's training_model.onnx"),
+            "{}",
+            notes[0]
+        );
+        assert_eq!(
+            notes[2],
+            format!(
+                "note: required_operators.config not carried over: it lists the operators of the input's models, not the output's; converting the output folder writes the output's list (required_operators.config) with every model's .ort: python -m onnxruntime.tools.convert_onnx_models_to_ort --optimization_style Fixed {}",
+                out.display()
+            )
+        );
+    }
+}
+
+#[test]
+fn force_replaces_an_earlier_output_that_holds_the_ort_format() {
+    let dir = tmp();
+    let out = dir.path().join("out");
+    run_ok(&["rewrite", arg(&fixture("ort_adamw")), "-o", arg(&out)]);
+    // As the console script's --ort-format leaves it, at another level too.
+    add_ort_copies(&out);
+    for name in ["required_operators.config", "training_model.basic.ort"] {
+        std::fs::write(out.join(name), "stand-in").unwrap();
+    }
+    run_ok(&[
+        "rewrite",
+        arg(&fixture("ort_adamw")),
+        "-o",
+        arg(&out),
+        "--force",
+    ]);
+    assert_eq!(carried(&out, &fixture("ort_adamw")), Vec::<&str>::new());
+    assert!(!out.join("required_operators.config").exists());
+    // Anything else is still not the tool's to replace.
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let stderr = expect_error(
+        &[
+            "rewrite",
+            arg(&fixture("ort_adamw")),
+            "-o",
+            arg(&out),
+            "--force",
+        ],
+        1,
+    );
+    assert!(stderr.contains("\"notes.txt\""), "{stderr}");
 }

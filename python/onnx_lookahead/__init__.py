@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from . import _native
 from ._native import Error, LossyError
+from ._ort_format import Converter
 
 __version__: str = _native.__version__
 __all__ = ["Error", "LossyError", "draw", "finalize", "inspect", "rewrite", "__version__"]
@@ -49,6 +50,7 @@ def rewrite(
     exclude: Sequence[str] = (),
     inner_state: str = "keep",
     target_ort: Optional[str] = None,
+    ort_format: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """Writes a Lookahead version of ``input`` to ``output`` and returns what it did.
 
@@ -67,10 +69,17 @@ def rewrite(
     ``"1.18"``, ``"1.19"``) to write the artifacts for: checkpoint format, IR version and unused
     opset imports set to what it (and onnxruntime-web of the same number) loads, where that changes
     nothing the set computes; refused with the reason otherwise. ``None`` keeps the input's; a
-    note then says when no release would load the output.
+    note then says when no release would load the output. ``ort_format``: also write every model
+    of the output set in ONNX Runtime's ORT format, as ``generate_artifacts(ort_format=True)``
+    does (``<model>.ort`` and ``<model>.required_operators.config``, plus
+    ``<prefix>required_operators.config`` for the whole set), with onnxruntime-training's
+    converter; ``None`` (default): when the input folder holds an ORT-format copy of one of its
+    models; ``True``: always (refused for other inputs and without onnxruntime-training);
+    ``False``: never (an input's copy then goes only with a model written as it was).
 
     Returns ``{"format", "output", "optimizer", "k", "alpha", "wrapped_parameters",
-    "injected_nodes", "state_bytes", "notes"}``.
+    "injected_nodes", "state_bytes", "notes", "ort_format"}`` (``ort_format``: the ORT-format files
+    written).
     """
     _check_int("k", k)
     summary = _native.rewrite(
@@ -86,6 +95,8 @@ def rewrite(
         _patterns("exclude", exclude),
         str(inner_state),
         _release(target_ort),
+        _ort_format_flag(ort_format),
+        Converter(),
     )
     return json.loads(summary)
 
@@ -119,6 +130,7 @@ def finalize(
     checkpoint: Optional[PathLike] = None,
     force: bool = False,
     target_ort: Optional[str] = None,
+    ort_format: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """Turns what :func:`rewrite` produced back into its plain form at the chosen weights.
 
@@ -126,8 +138,9 @@ def finalize(
     artifacts' own), a rewritten training_info model, or an inference model exported from
     rewritten artifacts. ``weights``: ``"lookahead"`` (the weights the model evaluates at, a
     pending sync applied) or ``"slow"``. ``target_ort``: as for :func:`rewrite`, the ONNX Runtime
-    training release the plain set is written for. Returns ``{"format", "output", "weights",
-    "changed_parameters", "notes"}``.
+    training release the plain set is written for. ``ort_format``: as for :func:`rewrite`, the
+    ORT format of every model of the plain set. Returns ``{"format", "output", "weights",
+    "changed_parameters", "notes", "ort_format"}``.
     """
     summary = _native.finalize(
         os.fspath(input),
@@ -136,8 +149,16 @@ def finalize(
         None if checkpoint is None else os.fspath(checkpoint),
         bool(force),
         _release(target_ort),
+        _ort_format_flag(ort_format),
+        Converter(),
     )
     return json.loads(summary)
+
+
+def _ort_format_flag(value: object) -> Optional[bool]:
+    if value is not None and not isinstance(value, bool):
+        raise Error(f"invalid option: ort_format must be None (when the input has ORT-format copies), True or False, got {value!r}")
+    return value
 
 
 def _release(value: object) -> Optional[str]:

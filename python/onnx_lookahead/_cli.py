@@ -4,8 +4,10 @@ from __future__ import annotations
 import sys
 
 from . import _native
+from ._ort_format import Converter
 
 
 def main() -> None:
     sys.stdout.flush()
-    sys.exit(_native.run_cli(sys.argv))
+    # With the package's converter: --ort-format (and the default when the input has .ort copies).
+    sys.exit(_native.run_cli(sys.argv, Converter()))

@@ -1,5 +1,5 @@
 """Type stubs of the compiled core (the Rust crate, built with the `python` feature)."""
-from typing import List, Optional
+from typing import List, Optional, Protocol, Sequence
 
 __version__: str
 
@@ -8,6 +8,10 @@ class Error(Exception):
 
 class LossyError(Error):
     """Writing would drop fields unknown to the ONNX schema (allow_lossy=True accepts it)."""
+
+class _Converter(Protocol):
+    def available(self) -> Optional[str]: ...
+    def convert(self, folder: str, destination: str, models: Sequence[str], merged_config: str) -> List[str]: ...
 
 def rewrite(
     input: str,
@@ -22,6 +26,8 @@ def rewrite(
     exclude: List[str],
     inner_state: str,
     target_ort: Optional[str],
+    ort_format: Optional[bool] = None,
+    converter: Optional[_Converter] = None,
 ) -> str: ...
 def inspect(input: str) -> str: ...
 def draw(input: str, format: str) -> str: ...
@@ -32,5 +38,7 @@ def finalize(
     checkpoint: Optional[str],
     force: bool,
     target_ort: Optional[str],
+    ort_format: Optional[bool] = None,
+    converter: Optional[_Converter] = None,
 ) -> str: ...
-def run_cli(argv: List[str]) -> int: ...
+def run_cli(argv: List[str], converter: Optional[_Converter] = None) -> int: ...

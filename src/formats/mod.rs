@@ -105,6 +105,15 @@ pub struct Unwound {
     pub changed: Vec<String>,
 }
 
+/// What writing an output did besides writing the models and checkpoints it was given.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Notes for the user (input files not carried over, and why).
+    pub notes: Vec<String>,
+    /// ORT artifacts: the ORT-format files written for the output's models, by name.
+    pub ort_format: Vec<String>,
+}
+
 /// One input, loaded: memory-mapped, decoded zero-copy, analysed.
 pub trait Adapter {
     fn format(&self) -> Format;
@@ -142,7 +151,7 @@ pub trait Adapter {
         Err(self.refusal())
     }
     /// Writes the validated models and everything else of the output, staged and renamed into
-    /// place; returns notes for the user (files left out).
+    /// place; returns notes for the user (files left out) and the ORT-format files written.
     fn write(
         &self,
         _models: Validated<Vec<(String, crate::generated::onnx::ModelProto)>>,
@@ -150,7 +159,7 @@ pub trait Adapter {
         _record: &RewriteRecord,
         _output: &Path,
         _options: &RewriteOptions,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Written> {
         Err(self.refusal())
     }
     /// Takes the recorded rewrite back: the plain models with the chosen weights.
@@ -164,7 +173,7 @@ pub trait Adapter {
         _unwound: Unwound,
         _output: &Path,
         _options: &FinalizeOptions,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Written> {
         Err(self.refusal())
     }
 }

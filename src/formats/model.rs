@@ -157,10 +157,10 @@ impl Adapter for PlainModel {
         _unwound: Unwound,
         output: &Path,
         options: &FinalizeOptions,
-    ) -> Result<Vec<String>> {
+    ) -> Result<crate::formats::Written> {
         let model = only_model(models.get())?;
         let data_files = check_external_data(&self.file.path, model)?;
         write_model_file(&self.file, &data_files, model, output, options.force)?;
-        Ok(Vec::new())
+        Ok(crate::formats::Written::default())
     }
 }

@@ -6,6 +6,8 @@ pub const TRAINING_MODEL: &str = "training_model.onnx";
 pub const EVAL_MODEL: &str = "eval_model.onnx";
 pub const OPTIMIZER_MODEL: &str = "optimizer_model.onnx";
 pub const CHECKPOINT: &str = "checkpoint";
+/// How ONNX Runtime's converter names the operator lists it writes.
+const REQUIRED_OPERATORS: &str = "required_operators";
 
 /// The file names of one set of artifacts. generate_artifacts(prefix=...) prepends the same
 /// prefix to all of them ("mnist_training_model.onnx", ..., "mnist_checkpoint").
@@ -41,23 +43,51 @@ impl ArtifactFiles {
         )
     }
 
-    /// The files that describe one model of the set in another form: its ORT-format copy
-    /// (`.ort`) and the operator list of minimal builds made from it. Wherever the model
-    /// changes they would still describe the old graphs, so they are never carried over then.
-    pub fn ort_format_copies(model_file: &str) -> [String; 2] {
-        let stem = model_file.strip_suffix(".onnx").unwrap_or(model_file);
-        [
-            format!("{stem}.ort"),
-            format!("{stem}.required_operators.config"),
-        ]
+    /// The models of the set by file name: training, eval, optimizer.
+    pub fn models(&self) -> [String; 3] {
+        [self.training(), self.eval(), self.optimizer()]
     }
 
-    /// The ORT-format copies of every model of the set.
-    pub fn all_ort_format_copies(&self) -> Vec<String> {
-        [self.training(), self.eval(), self.optimizer()]
-            .iter()
-            .flat_map(|model| Self::ort_format_copies(model))
-            .collect()
+    /// The operator list of the whole set that an ORT-format conversion writes beside the models
+    /// (what a minimal build of ONNX Runtime takes with `--include_ops_by_config`).
+    pub fn merged_config(&self) -> String {
+        format!("{}{REQUIRED_OPERATORS}.config", self.prefix)
+    }
+
+    /// Whether `name` is a file ONNX Runtime's converter (`convert_onnx_models_to_ort`) derives
+    /// from `model_file`: its ORT-format copy (`<stem>.ort`, or with the optimization level and
+    /// style in the name, `<stem>.basic.with_runtime_opt.ort`), its operator list
+    /// (`<stem>.required_operators[_and_types][.<level>].config`) or its optimized ONNX form
+    /// (`<stem>[.<level>].optimized.onnx`). They describe that model's graphs, so they go
+    /// wherever the model is written anew.
+    pub fn is_ort_format_copy(model_file: &str, name: &str) -> bool {
+        let stem = model_file.strip_suffix(".onnx").unwrap_or(model_file);
+        let Some(rest) = name.strip_prefix(stem).and_then(|r| r.strip_prefix('.')) else {
+            return false;
+        };
+        rest == "ort"
+            || rest.ends_with(".ort")
+            || (rest.starts_with(REQUIRED_OPERATORS) && rest.ends_with(".config"))
+            || rest == "optimized.onnx"
+            || rest.ends_with(".optimized.onnx")
+    }
+
+    /// Whether `name` is an operator list of the whole set: `[<prefix>]required_operators[...]
+    /// .config` (the converter names the one of a folder `required_operators.config`; a folder
+    /// holds one set).
+    pub fn is_set_config(&self, name: &str) -> bool {
+        let rest = name.strip_prefix(self.prefix.as_str()).unwrap_or(name);
+        rest.starts_with(REQUIRED_OPERATORS) && rest.ends_with(".config")
+    }
+
+    /// Whether `name` is derived from the set's models: a model's ORT-format forms or an
+    /// operator list of the set.
+    pub fn is_derived(&self, name: &str) -> bool {
+        self.is_set_config(name)
+            || self
+                .models()
+                .iter()
+                .any(|model| Self::is_ort_format_copy(model, name))
     }
 
     /// Finds the artifact set in `dir`: the `<prefix>training_model.onnx` that has its optimizer

@@ -5,6 +5,7 @@
 mod analyse;
 mod consistency;
 mod files;
+mod ort_format;
 mod unwind;
 mod write;
 
@@ -13,9 +14,11 @@ use std::path::{Path, PathBuf};
 
 pub use analyse::{ACCUMULATION_BUFFER_SUFFIX, MIN_DEFAULT_OPSET};
 pub use files::*;
+pub use ort_format::convert_command;
+pub(crate) use ort_format::required_converter;
 
 use crate::error::{Error, Result};
-use crate::formats::{Adapter, Analysis, Format, Plan, Unwound};
+use crate::formats::{Adapter, Analysis, Format, Plan, Unwound, Written};
 use crate::generated::onnx::{ModelProto, NodeProto};
 use crate::graph::build::MS_DOMAIN;
 use crate::graph::names::NameGenerator;
@@ -261,7 +264,7 @@ impl Adapter for OrtArtifacts {
         record: &RewriteRecord,
         output: &Path,
         options: &RewriteOptions,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Written> {
         write::write(&self.set, models, plan, record, output, options)
     }
 
@@ -275,7 +278,7 @@ impl Adapter for OrtArtifacts {
         unwound: Unwound,
         output: &Path,
         options: &FinalizeOptions,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Written> {
         unwind::write_unwound(&self.set, models, unwound, output, options)
     }
 }

@@ -11,9 +11,9 @@ use super::consistency::disagreement;
 use super::write::{SetContents, replaceable_artifacts, retarget_checkpoints, write_set};
 use super::{ArtifactSet, present};
 use crate::error::{Error, Result};
-use crate::formats::Unwound;
 use crate::formats::ort_checkpoint::counter_position;
 use crate::formats::unwind::{final_values, required_record, reverted};
+use crate::formats::{Unwound, Written};
 use crate::generated::onnx::ModelProto;
 use crate::graph::validate::Validated;
 use crate::io::checkpoint::{ExternalDataLayout, TensorData, read_checkpoint};
@@ -123,7 +123,7 @@ pub(super) fn write_unwound(
     unwound: Unwound,
     output: &Path,
     options: &FinalizeOptions,
-) -> Result<Vec<String>> {
+) -> Result<Written> {
     let dir = &set.dir;
     let mut inputs = InputPaths::new();
     inputs.add_tree(dir);
@@ -131,7 +131,7 @@ pub(super) fn write_unwound(
         inputs.add(path);
         inputs.add(&crate::io::checkpoint::external_data_path(path));
     }
-    check_output(output, &inputs, options.force, &|existing| {
+    let destination = check_output(output, &inputs, options.force, &|existing| {
         replaceable_artifacts(existing, dir)
     })?;
     let mut unwound = unwound;
@@ -152,5 +152,12 @@ pub(super) fn write_unwound(
             .map(|c| (c, ExternalDataLayout::Keep)),
         nominal: unwound.nominal.as_ref(),
     };
-    write_set(set, &contents, output, options.force)
+    write_set(
+        set,
+        &contents,
+        output,
+        &destination.entry,
+        options.force,
+        &options.ort_format,
+    )
 }

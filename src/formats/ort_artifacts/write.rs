@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
+use super::ort_format::Conversion;
 use super::{ArtifactFiles, ArtifactSet, present};
 use crate::compat::Release;
 use crate::compat::target::checkpoint_format;
 use crate::error::{Error, Result};
-use crate::formats::Plan;
+use crate::formats::{Plan, Written};
 use crate::generated::onnx::ModelProto;
 use crate::graph::validate::Validated;
 use crate::inject::ort::{NewState, NewStateValue};
@@ -19,7 +20,7 @@ use crate::io::checkpoint::{
 };
 use crate::io::model::write_model;
 use crate::io::output::{InputPaths, check_output};
-use crate::options::RewriteOptions;
+use crate::options::{OrtFormat, RewriteOptions};
 use crate::record::{META_ALPHA, META_K, META_RECORD, RewriteRecord};
 
 pub(super) fn write(
@@ -29,11 +30,11 @@ pub(super) fn write(
     record: &RewriteRecord,
     output: &Path,
     options: &RewriteOptions,
-) -> Result<Vec<String>> {
+) -> Result<Written> {
     let dir = &set.dir;
     let mut inputs = InputPaths::new();
     inputs.add_tree(dir);
-    check_output(output, &inputs, options.force, &|existing| {
+    let destination = check_output(output, &inputs, options.force, &|existing| {
         replaceable_artifacts(existing, dir)
     })?;
     let files = &set.files;
@@ -66,7 +67,14 @@ pub(super) fn write(
         checkpoint: Some((&checkpoint, layout)),
         nominal: nominal.as_ref(),
     };
-    write_set(set, &contents, output, options.force)
+    write_set(
+        set,
+        &contents,
+        output,
+        &destination.entry,
+        options.force,
+        &options.ort_format,
+    )
 }
 
 /// Gives the output checkpoints (the set's and its nominal one) the format version `target`
@@ -108,21 +116,20 @@ pub(super) struct SetContents<'a> {
 
 /// Stages the output folder beside `output` and renames it into place: the input folder's
 /// entries are copied (links as links) except the ones written from `contents` and the
-/// ORT-format copies of the models written, which would describe other graphs than the output's.
-/// Returns a note per model whose ORT-format copies the input held, with the command that
-/// regenerates them.
+/// ORT-format copies that would not describe the output's models (`Conversion`); with a
+/// converter every model's ORT-format copies are written in the staged folder last, so a failed
+/// conversion leaves nothing. `destination` is `output` resolved.
 pub(super) fn write_set(
     set: &ArtifactSet,
     contents: &SetContents,
     output: &Path,
+    destination: &Path,
     force: bool,
-) -> Result<Vec<String>> {
+    ort: &OrtFormat,
+) -> Result<Written> {
     let (dir, files) = (&set.dir, &set.files);
-    let stale: Vec<String> = contents
-        .models
-        .iter()
-        .flat_map(|(label, _)| ArtifactFiles::ort_format_copies(label))
-        .collect();
+    let changed: Vec<&str> = contents.models.iter().map(|(l, _)| l.as_str()).collect();
+    let conversion = Conversion::decide(set, ort)?;
     let mut not_copied = vec![
         files.training(),
         files.eval(),
@@ -130,10 +137,10 @@ pub(super) fn write_set(
         files.checkpoint_data(),
         files.nominal_checkpoint(),
     ];
-    not_copied.extend(stale.iter().cloned());
-    not_copied.extend(contents.models.iter().map(|(label, _)| label.clone()));
+    not_copied.extend(conversion.left_out(files, &changed));
+    not_copied.extend(changed.iter().map(|label| label.to_string()));
     let staged = StagedDir::new(output, force)?;
-    let write_all = || -> Result<()> {
+    let write_all = || -> Result<Vec<String>> {
         copy_entries_except(dir, staged.path(), &not_copied)?;
         for (label, model) in contents.models {
             write_model(model, &staged.path().join(label), true)?;
@@ -145,40 +152,14 @@ pub(super) fn write_set(
             let path = staged.path().join(files.nominal_checkpoint());
             write_checkpoint_with(nominal, path, ExternalDataLayout::Keep)?;
         }
-        Ok(())
+        conversion.run(staged.path(), destination, files, output)
     };
-    write_all().map_err(|e| staged.blame(e))?;
+    let ort_format = write_all().map_err(|e| staged.blame(e))?;
     staged.commit()?;
-    Ok(contents
-        .models
-        .iter()
-        .filter_map(|(label, _)| {
-            let held: Vec<String> = ArtifactFiles::ort_format_copies(label)
-                .into_iter()
-                .filter(|f| present(&dir.join(f)))
-                .collect();
-            (!held.is_empty()).then(|| {
-                let out = shell_word(&output.display().to_string());
-                format!(
-                    "{} not carried over: {} the input's {label}, not the output's; to regenerate (onnxruntime-training): python -m onnxruntime.tools.convert_onnx_models_to_ort --optimization_style Fixed --output_dir {out} {}",
-                    held.join(" and "),
-                    if held.len() == 1 { "it describes" } else { "they describe" },
-                    shell_word(&output.join(label).display().to_string())
-                )
-            })
-        })
-        .collect())
-}
-
-/// A word as a POSIX shell reads it back: as it is when it holds only safe characters, else in
-/// single quotes.
-fn shell_word(word: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
-    if !word.is_empty() && word.chars().all(safe) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+    Ok(Written {
+        notes: conversion.notes(files, &changed, output),
+        ort_format,
+    })
 }
 
 /// Whether an existing directory may be replaced by the rewrite of `input` under --force: only a
@@ -197,7 +178,7 @@ pub(super) fn replaceable_artifacts(
     }
     let files = ArtifactFiles::find(existing)
         .map_err(|_| "it does not hold a set of training artifacts".to_string())?;
-    let mut own = vec![
+    let own = [
         files.training(),
         files.eval(),
         files.optimizer(),
@@ -205,13 +186,14 @@ pub(super) fn replaceable_artifacts(
         files.checkpoint_data(),
         files.nominal_checkpoint(),
     ];
-    own.extend(files.all_ort_format_copies());
     let entries = std::fs::read_dir(existing).map_err(|e| format!("it cannot be listed ({e})"))?;
     for entry in entries {
         let name = entry
             .map_err(|e| format!("it cannot be listed ({e})"))?
             .file_name();
-        if own.iter().any(|f| name == f.as_str()) {
+        if own.iter().any(|f| name == f.as_str())
+            || name.to_str().is_some_and(|n| files.is_derived(n))
+        {
             continue;
         }
         let unchanged = crate::io::fs::same_tree(&input.join(&name), &existing.join(&name))

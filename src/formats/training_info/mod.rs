@@ -464,10 +464,10 @@ impl Adapter for TrainingInfoModel {
         _record: &RewriteRecord,
         output: &Path,
         options: &RewriteOptions,
-    ) -> Result<Vec<String>> {
+    ) -> Result<crate::formats::Written> {
         let model = only_model(models.get())?;
         write_model_file(&self.file, &self.data_files, model, output, options.force)?;
-        Ok(Vec::new())
+        Ok(crate::formats::Written::default())
     }
 
     fn unwind(&self, options: &FinalizeOptions) -> Result<Unwound> {
@@ -506,11 +506,11 @@ impl Adapter for TrainingInfoModel {
         _unwound: Unwound,
         output: &Path,
         options: &FinalizeOptions,
-    ) -> Result<Vec<String>> {
+    ) -> Result<crate::formats::Written> {
         let model = only_model(models.get())?;
         // The data files the plain model still references (the state's regions went with it).
         let data_files = check_external_data(&self.file.path, model)?;
         write_model_file(&self.file, &data_files, model, output, options.force)?;
-        Ok(Vec::new())
+        Ok(crate::formats::Written::default())
     }
 }

@@ -39,11 +39,13 @@ from onnxruntime.training.api import CheckpointState, Module, Optimizer  # noqa:
 ARTIFACT_FILES = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
 
 
-def generate_artifacts(spec: MlpSpec, opt: OptimizerConfig, directory, quiet: bool = True) -> Path:
+def generate_artifacts(spec: MlpSpec, opt: OptimizerConfig, directory, quiet: bool = True,
+                       ort_format: bool = False) -> Path:
     """ORT training artifacts for `spec` (initial weights spec.init_params()) with optimizer `opt`.
 
     Trainable = spec.trainable, frozen = spec.frozen. The learning rate is not baked in: the loop
-    sets it (StockLoop does). Returns the artifact directory.
+    sets it (StockLoop does). ort_format: also the ORT-format copies (.ort and
+    .required_operators.config per model). Returns the artifact directory.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -55,7 +57,7 @@ def generate_artifacts(spec: MlpSpec, opt: OptimizerConfig, directory, quiet: bo
     with quiet_fds() if quiet else contextlib.nullcontext():
         _artifacts.generate_artifacts(
             spec.onnx_model(), requires_grad=spec.trainable, frozen_params=list(spec.frozen) or None,
-            loss=loss, optimizer=optimizer, artifact_directory=str(directory))
+            loss=loss, optimizer=optimizer, artifact_directory=str(directory), ort_format=ort_format)
     return directory
 
 
@@ -64,14 +66,15 @@ class StockLoop:
 
     checkpoint: a checkpoint to resume from instead of <directory>/checkpoint.
     session_options: onnxruntime.SessionOptions for the training and eval sessions (benchmarks).
+    models: the models' file extension: ".onnx", or ".ort" for their ORT-format copies.
     """
 
-    def __init__(self, directory, lr: float, checkpoint=None, session_options=None):
+    def __init__(self, directory, lr: float, checkpoint=None, session_options=None, models: str = ".onnx"):
         directory = Path(directory)
         self.state = CheckpointState.load_checkpoint(str(checkpoint or directory / "checkpoint"))
-        self.module = Module(str(directory / "training_model.onnx"), self.state,
-                             str(directory / "eval_model.onnx"), session_options=session_options)
-        self.optimizer = Optimizer(str(directory / "optimizer_model.onnx"), self.module)
+        self.module = Module(str(directory / f"training_model{models}"), self.state,
+                             str(directory / f"eval_model{models}"), session_options=session_options)
+        self.optimizer = Optimizer(str(directory / f"optimizer_model{models}"), self.module)
         self.optimizer.set_learning_rate(lr)
         self.module.train()
 
