@@ -1,5 +1,5 @@
 //! Whether the files of a set describe the same model. The training API feeds every checkpoint
-//! parameter to the graphs by name, so each graph input named after a parameter (and each
+//! parameter to the training and eval graphs by name, so each graph input named after a parameter (and each
 //! gradient accumulation buffer of one) must have that parameter's type and shape, and the
 //! checkpoint's optimizer state must have its parameters'. A file from another set (an eval model
 //! of another size, a checkpoint of another model) breaks that; rewritten, it fails to load where
@@ -33,7 +33,11 @@ pub(crate) fn disagreement(
         path: path.to_path_buf(),
         reason,
     };
-    for (_, file) in set.models() {
+    // The training API feeds parameters by name to the training and eval graphs only; the
+    // optimizer model's inputs (learning_rate, step, the sequences) are its own, whatever the
+    // parameters are called.
+    let fed = std::iter::once(&set.training).chain(set.eval.as_ref());
+    for file in fed {
         let Some(graph) = &file.model.graph else {
             continue;
         };
