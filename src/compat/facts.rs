@@ -59,40 +59,46 @@ impl ModelFacts {
             .iter()
             .map(|f| (domain_key(f.domain()), f.name()))
             .collect();
-        let mut used: HashMap<(Scope, String), (bool, String)> = HashMap::new();
-        let mut seen: HashSet<(String, String, Option<i64>)> = HashSet::new();
+        // Keys borrow from the model: one hash lookup per node, allocations only per distinct
+        // domain and operator.
+        let mut used: HashMap<(Scope, &str), (bool, String)> = HashMap::new();
+        let mut seen: HashSet<(&str, &str, Option<i64>)> = HashSet::new();
         let mut operators = Vec::new();
+        // Consecutive nodes mostly share a domain: the map is consulted when it changes, or
+        // while its entry still names an injected node.
+        let mut last: Option<(Scope, &str, bool)> = None;
         for_each_node(model, &mut |scope, opsets, node| {
             let domain = domain_key(node.domain());
             let injected = node.name().starts_with(crate::inject::NAME_PREFIX);
-            let entry = used
-                .entry((scope, domain.to_string()))
-                .or_insert_with(|| (injected, describe(node)));
-            if entry.0 && !injected {
-                *entry = (false, describe(node));
+            if last.is_none_or(|(s, d, named_injected)| {
+                s != scope || d != domain || named_injected && !injected
+            }) {
+                let entry = used
+                    .entry((scope, domain))
+                    .or_insert_with(|| (injected, describe(node)));
+                if entry.0 && !injected {
+                    *entry = (false, describe(node));
+                }
+                last = Some((scope, domain, entry.0));
             }
-            if local.contains(&(domain, node.op_type())) {
+            if !local.is_empty() && local.contains(&(domain, node.op_type())) {
                 return;
             }
             let opset = opsets.get(domain).copied();
+            if !seen.insert((domain, node.op_type(), opset)) {
+                return;
+            }
             let since = match opset.map(|v| history.resolve(domain, node.op_type(), v)) {
                 Some(Resolved::Since(since)) => Some(since),
                 _ => None,
             };
-            let key = (
-                domain.to_string(),
-                node.op_type().to_string(),
-                since.or(opset),
-            );
-            if seen.insert(key) {
-                operators.push(Operator {
-                    domain: domain.to_string(),
-                    op: node.op_type().to_string(),
-                    opset,
-                    since,
-                    node: describe(node),
-                });
-            }
+            operators.push(Operator {
+                domain: domain.to_string(),
+                op: node.op_type().to_string(),
+                opset,
+                since,
+                node: describe(node),
+            });
         });
         ModelFacts {
             label: label.to_string(),
@@ -103,7 +109,7 @@ impl ModelFacts {
                 .collect(),
             used: used
                 .into_iter()
-                .map(|(key, (_, node))| (key, node))
+                .map(|((scope, domain), (_, node))| ((scope, domain.to_string()), node))
                 .collect(),
             operators,
             web_refusal: web_refusal(label, model),
