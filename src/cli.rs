@@ -79,21 +79,8 @@ enum Command {
         /// the Lookahead weights (the ones training continues from) or the slow weights.
         #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
         eval_weights: Weights,
-        /// ONNX Runtime artifacts: write the set so that this ONNX Runtime training release (and
-        /// onnxruntime-web of the same number) loads it: checkpoint format, IR version, unused
-        /// opset imports (1.16, 1.17, 1.18, 1.19). Default: keep the input's.
-        #[arg(long, value_name = "VERSION", value_parser = parse_release)]
-        target_ort: Option<&'static Release>,
-        /// ONNX Runtime artifacts: also write every model in ONNX Runtime's ORT format (.ort and
-        /// .required_operators.config per model, and the set's required_operators.config), as
-        /// generate_artifacts(ort_format=True) does. Only the Python package's console script can
-        /// (onnxruntime-training converts); it does so by default when the input holds .ort copies.
-        #[arg(long, conflicts_with = "no_ort_format")]
-        ort_format: bool,
-        /// ONNX Runtime artifacts: write no ORT-format copies (a copy the input held then goes
-        /// only with a model written as it was).
-        #[arg(long)]
-        no_ort_format: bool,
+        #[command(flatten)]
+        set_output: SetOutput,
     },
     /// Turn a rewrite's output back into its plain form at the chosen weights: rewritten
     /// artifacts (with a checkpoint saved during training), a rewritten training_info model, or
@@ -115,20 +102,8 @@ enum Command {
         /// Replace an existing output (only an earlier output of the same kind).
         #[arg(long)]
         force: bool,
-        /// ONNX Runtime artifacts: write the plain set so that this ONNX Runtime training release
-        /// loads it (1.16, 1.17, 1.18, 1.19). Default: keep the input's headers.
-        #[arg(long, value_name = "VERSION", value_parser = parse_release)]
-        target_ort: Option<&'static Release>,
-        /// ONNX Runtime artifacts: also write every model in ONNX Runtime's ORT format (.ort and
-        /// .required_operators.config per model, and the set's required_operators.config), as
-        /// generate_artifacts(ort_format=True) does. Only the Python package's console script can
-        /// (onnxruntime-training converts); it does so by default when the input holds .ort copies.
-        #[arg(long, conflicts_with = "no_ort_format")]
-        ort_format: bool,
-        /// ONNX Runtime artifacts: write no ORT-format copies (a copy the input held then goes
-        /// only with a model written as it was).
-        #[arg(long)]
-        no_ort_format: bool,
+        #[command(flatten)]
+        set_output: SetOutput,
     },
     /// Show what the tool finds in a model or artifacts directory, and what a rewrite injected.
     Inspect {
@@ -144,6 +119,40 @@ enum Command {
     },
     /// Print a readable text rendering of a model's graphs (for review and diffs).
     Dump { input: PathBuf },
+}
+
+/// How `rewrite` and `finalize` write an ONNX Runtime artifacts set for a runtime.
+#[derive(clap::Args)]
+struct SetOutput {
+    /// ONNX Runtime artifacts: write the output set so that this ONNX Runtime training release
+    /// (and onnxruntime-web of the same number) loads it: checkpoint format, IR version, unused
+    /// opset imports (1.16, 1.17, 1.18, 1.19). Default: keep the input's.
+    #[arg(long, value_name = "VERSION", value_parser = parse_release)]
+    target_ort: Option<&'static Release>,
+    /// ONNX Runtime artifacts: also write every model in ONNX Runtime's ORT format (.ort and
+    /// .required_operators.config per model, and the set's required_operators.config), as
+    /// generate_artifacts(ort_format=True) does. Only the Python package's console script can
+    /// (onnxruntime-training converts); it does so by default when the input holds .ort copies.
+    #[arg(long, conflicts_with = "no_ort_format")]
+    ort_format: bool,
+    /// ONNX Runtime artifacts: write no ORT-format copies (a copy the input held then goes only
+    /// with a model written as it was).
+    #[arg(long)]
+    no_ort_format: bool,
+}
+
+impl SetOutput {
+    /// What `--ort-format` / `--no-ort-format` ask for, with the converter this program has.
+    fn ort_format(&self, converter: &Option<Arc<dyn OrtConverter>>) -> OrtFormat {
+        OrtFormat {
+            mode: match (self.ort_format, self.no_ort_format) {
+                (true, _) => OrtFormatMode::Always,
+                (_, true) => OrtFormatMode::Never,
+                _ => OrtFormatMode::Auto,
+            },
+            converter: converter.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -263,18 +272,6 @@ fn parse_alpha(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
-/// What `--ort-format` / `--no-ort-format` ask for, with the converter this program has.
-fn ort_format(on: bool, off: bool, converter: &Option<Arc<dyn OrtConverter>>) -> OrtFormat {
-    OrtFormat {
-        mode: match (on, off) {
-            (true, _) => OrtFormatMode::Always,
-            (_, true) => OrtFormatMode::Never,
-            _ => OrtFormatMode::Auto,
-        },
-        converter: converter.clone(),
-    }
-}
-
 /// `--ort-format` where this program has no converter (the binary): why, and what to run instead.
 fn ort_format_refusal(
     command: &Command,
@@ -282,15 +279,11 @@ fn ort_format_refusal(
 ) -> Option<String> {
     let output = match command {
         Command::Rewrite {
-            output,
-            ort_format: true,
-            ..
+            output, set_output, ..
         }
         | Command::Finalize {
-            output,
-            ort_format: true,
-            ..
-        } if converter.is_none() => output,
+            output, set_output, ..
+        } if set_output.ort_format && converter.is_none() => output,
         _ => return None,
     };
     Some(format!(
@@ -320,9 +313,7 @@ fn run(command: Command, converter: &Option<Arc<dyn OrtConverter>>) -> anyhow::R
             include,
             exclude,
             inner_state,
-            target_ort,
-            ort_format: on,
-            no_ort_format: off,
+            set_output,
         } => {
             let options = RewriteOptions {
                 lookahead: Options::new(k, alpha)?.with_inner_state(inner_state.into()),
@@ -336,8 +327,8 @@ fn run(command: Command, converter: &Option<Arc<dyn OrtConverter>>) -> anyhow::R
                 eval_weights: eval_weights.into(),
                 include,
                 exclude,
-                target_ort,
-                ort_format: ort_format(on, off, converter),
+                target_ort: set_output.target_ort,
+                ort_format: set_output.ort_format(converter),
             };
             let summary = crate::rewrite(&input, &output, &options)
                 .map_err(|e| in_context("cannot rewrite", &input, e))?;
@@ -361,16 +352,14 @@ fn run(command: Command, converter: &Option<Arc<dyn OrtConverter>>) -> anyhow::R
             weights,
             checkpoint,
             force,
-            target_ort,
-            ort_format: on,
-            no_ort_format: off,
+            set_output,
         } => {
             let options = FinalizeOptions {
                 weights: weights.into(),
                 checkpoint,
                 force,
-                target_ort,
-                ort_format: ort_format(on, off, converter),
+                target_ort: set_output.target_ort,
+                ort_format: set_output.ort_format(converter),
             };
             let summary = crate::finalize(&input, &output, &options)
                 .map_err(|e| in_context("cannot finalize", &input, e))?;
