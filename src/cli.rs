@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::compat::Release;
 use crate::inject::ort::AliasOp;
 use crate::options::{OrtConverter, OrtFormat, OrtFormatMode};
-use crate::scheme::InnerState;
-use crate::{DrawFormat, Error, EvalWeights, FinalizeOptions, Options, RewriteOptions};
+use crate::scheme::{InnerState, SchemeOptions};
+use crate::{DrawFormat, Error, EvalWeights, FinalizeOptions, RewriteOptions};
 
 /// Exit code for a refused lossy write (fields unknown to the schema), distinct from other
 /// failures so scripts can retry with --allow-lossy deliberately.
@@ -38,19 +38,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write a Lookahead version of a training model or artifacts directory.
+    /// Write a Lookahead (or EMA, SWA) version of a training model or artifacts directory.
     Rewrite {
         /// A model with training_info, or an ONNX Runtime training artifacts directory.
         input: PathBuf,
         /// Where to write the result (a file, or a directory for artifacts).
         #[arg(short, long)]
         output: PathBuf,
-        /// Sync period k: slow weights are updated every k optimizer steps (integer >= 1).
-        #[arg(short = 'k', long = "sync-period", default_value = "5", allow_negative_numbers = true, value_parser = parse_k)]
-        k: u64,
-        /// Slow-weight step size alpha (0 < alpha <= 1).
-        #[arg(short, long, default_value = "0.5", allow_negative_numbers = true, value_parser = parse_alpha)]
-        alpha: f64,
+        /// The weight averaging to inject: lookahead (the default), ema (an exponential moving
+        /// average of the weights) or swa (stochastic weight averaging).
+        #[arg(long, value_name = "SCHEME", value_parser = clap::builder::PossibleValuesParser::new(crate::scheme::registry::names()))]
+        scheme: Option<String>,
+        /// Lookahead: sync period k, slow weights are updated every k optimizer steps (integer
+        /// >= 1; default 5).
+        #[arg(short = 'k', long = "sync-period", allow_negative_numbers = true, value_parser = parse_k)]
+        k: Option<u64>,
+        /// Lookahead: slow-weight step size alpha (0 < alpha <= 1; default 0.5).
+        #[arg(short, long, allow_negative_numbers = true, value_parser = parse_alpha)]
+        alpha: Option<f64>,
+        /// EMA: the decay D (0 < D < 1): after an update ema = D * ema + (1 - D) * weights.
+        #[arg(long, allow_negative_numbers = true, value_parser = parse_alpha)]
+        decay: Option<f64>,
+        /// EMA and SWA: update the average every N optimizer steps (default 1).
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_every)]
+        every: Option<u64>,
+        /// SWA: the optimizer step of the first sample (>= 1); then one sample every N steps.
+        #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = parse_swa_start)]
+        swa_start: Option<u64>,
         /// Replace an existing output.
         #[arg(long)]
         force: bool,
@@ -70,15 +84,17 @@ enum Command {
         /// alone (repeatable), e.g. embeddings or normalization weights.
         #[arg(long = "exclude", value_name = "GLOB")]
         exclude: Vec<String>,
-        /// What a sync does to the inner optimizer's state: keep it (the paper), reset it to its
-        /// initial state (optax reset_state), or pull the momentum back like the weights (the
-        /// authors' code).
-        #[arg(long, value_enum, default_value_t = Inner::Keep)]
-        inner_state: Inner,
-        /// ONNX Runtime artifacts: which weights evaluation and export_model_for_inferencing read:
-        /// the Lookahead weights (the ones training continues from) or the slow weights.
-        #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
-        eval_weights: Weights,
+        /// Lookahead: what a sync does to the inner optimizer's state: keep it (the paper, the
+        /// default), reset it to its initial state (optax reset_state), or pull the momentum back
+        /// like the weights (the authors' code).
+        #[arg(long, value_enum)]
+        inner_state: Option<Inner>,
+        /// Which weights evaluation (the eval graph, export_model_for_inferencing, the
+        /// training_info runtime's run_inference) reads: the current weights (the ones training
+        /// continues from) or the averaged ones. Default: current for lookahead (aliases:
+        /// lookahead, slow), averaged for ema and swa.
+        #[arg(long, value_enum)]
+        eval_weights: Option<Weights>,
         #[command(flatten)]
         set_output: SetOutput,
     },
@@ -91,10 +107,11 @@ enum Command {
         /// Where to write the plain result (a file, or a directory for artifacts).
         #[arg(short, long)]
         output: PathBuf,
-        /// The weights of the result: the Lookahead weights (any pending sync applied) or the
-        /// slow weights.
-        #[arg(long, value_enum, default_value_t = Weights::Lookahead)]
-        weights: Weights,
+        /// The weights of the result: the current weights (any pending update applied) or the
+        /// averaged ones (Lookahead: the slow weights). Default: the weights the rewrite's
+        /// evaluation reads.
+        #[arg(long, value_enum)]
+        weights: Option<Weights>,
         /// ONNX Runtime artifacts: the checkpoint to take weights and optimizer state from
         /// (default: the artifacts' own).
         #[arg(long)]
@@ -157,15 +174,17 @@ impl SetOutput {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Weights {
-    Lookahead,
-    Slow,
+    #[value(alias = "lookahead")]
+    Current,
+    #[value(alias = "slow")]
+    Averaged,
 }
 
 impl From<Weights> for EvalWeights {
     fn from(w: Weights) -> Self {
         match w {
-            Weights::Lookahead => EvalWeights::Lookahead,
-            Weights::Slow => EvalWeights::Slow,
+            Weights::Current => EvalWeights::Current,
+            Weights::Averaged => EvalWeights::Averaged,
         }
     }
 }
@@ -220,15 +239,27 @@ pub fn one_line(message: &str) -> String {
     line
 }
 
-/// k as given: a whole number; negative numbers and numbers past u64 get a message that says so
-/// (the range each format's counter can hold is checked by the library).
 fn parse_k(text: &str) -> Result<u64, String> {
+    parse_steps(text, "k")
+}
+
+fn parse_every(text: &str) -> Result<u64, String> {
+    parse_steps(text, "every")
+}
+
+fn parse_swa_start(text: &str) -> Result<u64, String> {
+    parse_steps(text, "swa-start")
+}
+
+/// A number of steps as given: a whole number; negative numbers and numbers past u64 get a
+/// message that says so (the range each format's counter can hold is checked by the library).
+fn parse_steps(text: &str, what: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     if let Ok(k) = trimmed.parse::<u64>() {
         return Ok(k);
     }
     if trimmed.parse::<i128>().is_ok_and(|k| k < 0) {
-        return Err("k must be an integer >= 1".into());
+        return Err(format!("{what} must be an integer >= 1"));
     }
     if !trimmed.is_empty()
         && trimmed
@@ -236,7 +267,7 @@ fn parse_k(text: &str) -> Result<u64, String> {
             .bytes()
             .all(|b| b.is_ascii_digit())
     {
-        return Err(format!("k must be at most {}", u64::MAX));
+        return Err(format!("{what} must be at most {}", u64::MAX));
     }
     Err(format!("{text:?} is not a whole number"))
 }
@@ -251,7 +282,7 @@ fn parse_release(text: &str) -> Result<&'static Release, String> {
     })
 }
 
-/// alpha as given: a number whose decimal text is not zero but which rounds to 0 as a double
+/// alpha (or decay) as given: a number whose decimal text is not zero but which rounds to 0 as a double
 /// (1e-400) is refused here, where the text is still known.
 fn parse_alpha(text: &str) -> Result<f64, String> {
     let value: f64 = text
@@ -304,8 +335,12 @@ fn run(command: Command, converter: &Option<Arc<dyn OrtConverter>>) -> anyhow::R
         Command::Rewrite {
             input,
             output,
+            scheme,
             k,
             alpha,
+            decay,
+            every,
+            swa_start,
             force,
             allow_lossy,
             parallel_safe,
@@ -316,7 +351,15 @@ fn run(command: Command, converter: &Option<Arc<dyn OrtConverter>>) -> anyhow::R
             set_output,
         } => {
             let options = RewriteOptions {
-                lookahead: Options::new(k, alpha)?.with_inner_state(inner_state.into()),
+                scheme: SchemeOptions {
+                    scheme,
+                    k,
+                    alpha,
+                    inner_state: inner_state.map(Into::into),
+                    decay,
+                    every,
+                    swa_start,
+                },
                 force,
                 allow_lossy,
                 alias: if parallel_safe {
@@ -324,7 +367,7 @@ fn run(command: Command, converter: &Option<Arc<dyn OrtConverter>>) -> anyhow::R
                 } else {
                     AliasOp::PassThrough
                 },
-                eval_weights: eval_weights.into(),
+                eval_weights: eval_weights.map(Into::into),
                 include,
                 exclude,
                 target_ort: set_output.target_ort,
@@ -333,10 +376,11 @@ fn run(command: Command, converter: &Option<Arc<dyn OrtConverter>>) -> anyhow::R
             let summary = crate::rewrite(&input, &output, &options)
                 .map_err(|e| in_context("cannot rewrite", &input, e))?;
             eprintln!(
-                "wrote {} ({}, {} optimizer, Lookahead k={k} alpha={alpha} on {} parameter(s), {} node(s) injected, {} of state added)",
+                "wrote {} ({}, {} optimizer, {} on {} parameter(s), {} node(s) injected, {} of state added)",
                 summary.output.display(),
                 summary.format.id(),
                 summary.optimizer,
+                summary.scheme,
                 summary.wrapped_parameters.len(),
                 summary.injected_nodes,
                 crate::report::human_bytes(summary.state_bytes)
@@ -355,7 +399,7 @@ fn run(command: Command, converter: &Option<Arc<dyn OrtConverter>>) -> anyhow::R
             set_output,
         } => {
             let options = FinalizeOptions {
-                weights: weights.into(),
+                weights: weights.map(Into::into),
                 checkpoint,
                 force,
                 target_ort: set_output.target_ort,

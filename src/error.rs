@@ -44,11 +44,11 @@ pub enum Error {
     NoOptimizer { path: PathBuf, reason: String },
 
     /// The input was already rewritten by this tool.
-    #[error("{}: already rewritten for Lookahead (k={k}, alpha={alpha}, by onnx-lookahead {version})", path.display())]
+    #[error("{}: already rewritten ({scheme}, by onnx-lookahead {version}); a second averaging scheme is not stacked on a rewrite: rewrite the original", path.display())]
     AlreadyRewritten {
         path: PathBuf,
-        k: String,
-        alpha: String,
+        /// The scheme with its settings ("Lookahead k=5 alpha=0.5").
+        scheme: String,
         version: String,
     },
 

@@ -29,4 +29,4 @@ pub use report::Report;
 pub use report::draw::DrawFormat;
 /// Lookahead's settings (k, alpha).
 pub use scheme::Lookahead as Options;
-pub use scheme::{EvalWeights, Lookahead};
+pub use scheme::{EvalWeights, Lookahead, SchemeOptions};

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use crate::compat::Release;
 use crate::inject::ort::AliasOp;
-use crate::scheme::{EvalWeights, Lookahead};
+use crate::scheme::{EvalWeights, SchemeOptions};
 
 #[derive(Debug, Clone, Default)]
 pub struct RewriteOptions {
-    pub lookahead: Lookahead,
+    /// The averaging scheme and its options (default: Lookahead k=5, alpha=0.5).
+    pub scheme: SchemeOptions,
     /// Replace an existing output (only an earlier output of the same kind).
     pub force: bool,
     /// Write even when fields unknown to the schema would be dropped.
@@ -17,8 +18,8 @@ pub struct RewriteOptions {
     /// ORT artifacts: how readers of a parameter wait for the sync (PassThrough is zero-copy;
     /// Reshape also works with ONNX Runtime's parallel executor).
     pub alias: AliasOp,
-    /// Which weights evaluation and export read.
-    pub eval_weights: EvalWeights,
+    /// Which weights evaluation and export read (None: the scheme's default).
+    pub eval_weights: Option<EvalWeights>,
     /// Glob patterns of trainable parameters to wrap (empty: all) and to leave alone.
     pub include: Vec<String>,
     pub exclude: Vec<String>,
@@ -32,9 +33,9 @@ pub struct RewriteOptions {
 /// What a caller asks of `finalize`.
 #[derive(Debug, Clone, Default)]
 pub struct FinalizeOptions {
-    /// The weights the plain result gets: the Lookahead weights (any pending sync applied) or the
-    /// slow weights.
-    pub weights: EvalWeights,
+    /// The weights the plain result gets: the current weights (any pending update applied) or
+    /// the scheme's average (None: the weights the rewrite's evaluation reads).
+    pub weights: Option<EvalWeights>,
     /// ORT artifacts: the checkpoint to take the weights and optimizer state from (default: the
     /// artifacts' own).
     pub checkpoint: Option<std::path::PathBuf>,

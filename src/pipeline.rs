@@ -19,7 +19,6 @@ use crate::graph::validate::validate_models;
 use crate::options::{FinalizeOptions, OrtFormat, OrtFormatMode, RewriteOptions};
 use crate::record::{RewriteRecord, TOOL_VERSION};
 use crate::report::{self, Report, count_with_subgraphs};
-use crate::scheme::Scheme;
 
 /// What a rewrite did, for the CLI's summary line.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +33,10 @@ pub struct RewriteSummary {
     pub state_bytes: u64,
     /// Notes for the user (input files not carried over, and why).
     pub notes: Vec<String>,
+    /// The scheme with its settings ("Lookahead k=5 alpha=0.5").
+    pub scheme: String,
+    /// The scheme's recorded settings.
+    pub settings: serde_json::Map<String, serde_json::Value>,
     /// The ORT-format files written for the output's models (ORT artifacts with a converter).
     pub ort_format: Vec<String>,
 }
@@ -46,9 +49,9 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
     }
     target_applies(source.as_ref(), options.target_ort)?;
     ort_format_applies(source.as_ref(), &options.ort_format)?;
-    let scheme = options.lookahead;
+    let scheme = options.scheme.build()?;
     let mut names = source.reserved_names();
-    let plan = source.plan(&scheme, options, &mut names)?;
+    let plan = source.plan(scheme.as_ref(), options, &mut names)?;
     let injected_nodes = plan
         .patches
         .iter()
@@ -59,9 +62,12 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
         scheme: scheme.name().to_string(),
         settings: scheme.settings(),
         mode: plan.mode.unwrap_or(crate::record::Mode::TrainingInfo),
-        eval_weights: options.eval_weights,
+        eval_weights: options
+            .eval_weights
+            .unwrap_or_else(|| scheme.default_eval_weights()),
         parameters: plan.wrapped.clone(),
         counters: plan.counters.clone(),
+        shared: plan.shared.clone(),
         undo: Default::default(),
     };
     let mut models = Vec::new();
@@ -99,6 +105,8 @@ pub fn rewrite(input: &Path, output: &Path, options: &RewriteOptions) -> Result<
         injected_nodes,
         state_bytes,
         notes,
+        scheme: scheme.describe(),
+        settings: scheme.settings(),
         ort_format: written.ort_format,
     })
 }
@@ -158,6 +166,7 @@ pub fn finalize(input: &Path, output: &Path, options: &FinalizeOptions) -> Resul
     let mut unwound = source.unwind(options)?;
     let mut models = std::mem::take(&mut unwound.models);
     let changed = unwound.changed.clone();
+    let weights = unwound.weights;
     let loads_note = retarget(
         source.as_ref(),
         options.target_ort,
@@ -171,7 +180,7 @@ pub fn finalize(input: &Path, output: &Path, options: &FinalizeOptions) -> Resul
     Ok(FinalizeSummary {
         format: source.format(),
         output: output.to_path_buf(),
-        weights: options.weights,
+        weights,
         changed,
         notes,
         ort_format: written.ort_format,

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use pyo3::create_exception;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::inject::ort::AliasOp;
 use crate::options::{OrtConversion, OrtConverter, OrtFormat, OrtFormatMode};
-use crate::scheme::InnerState;
-use crate::{DrawFormat, Error as LibError, EvalWeights, FinalizeOptions, Options, RewriteOptions};
+use crate::scheme::{InnerState, Param, SchemeOptions};
+use crate::{DrawFormat, Error as LibError, EvalWeights, FinalizeOptions, RewriteOptions};
 
 create_exception!(
     _native,
@@ -137,14 +138,16 @@ fn ort_format(ort_format: Option<bool>, converter: Option<Py<PyAny>>) -> OrtForm
     }
 }
 
-fn weights(name: &str) -> PyResult<EvalWeights> {
-    match name {
-        "lookahead" => Ok(EvalWeights::Lookahead),
-        "slow" => Ok(EvalWeights::Slow),
-        other => Err(Error::new_err(format!(
-            "invalid option: weights must be \"lookahead\" or \"slow\", got {other:?}"
-        ))),
-    }
+/// Weights by name (None: the default of the scheme, or of the rewrite for finalize).
+fn weights(name: Option<&str>) -> PyResult<Option<EvalWeights>> {
+    name.map(|name| {
+        EvalWeights::from_id(name).ok_or_else(|| {
+            Error::new_err(format!(
+                "invalid option: weights must be \"current\" or \"averaged\" (for Lookahead also \"lookahead\" or \"slow\"), got {name:?}"
+            ))
+        })
+    })
+    .transpose()
 }
 
 fn release(name: Option<&str>) -> PyResult<Option<&'static crate::compat::Release>> {
@@ -167,31 +170,53 @@ fn inner_state(name: &str) -> PyResult<InnerState> {
     })
 }
 
+/// The scheme and its options as the package passes them: a dict of the keywords given
+/// (`scheme`, `k`, `alpha`, `inner_state`, `decay`, `every`, `swa_start`), None or absent when
+/// not given.
+fn scheme_options(given: &Bound<'_, PyDict>) -> PyResult<SchemeOptions> {
+    fn get<'py, T: for<'a> FromPyObject<'a, 'py>>(
+        d: &Bound<'py, PyDict>,
+        key: &str,
+    ) -> PyResult<Option<T>> {
+        match d.get_item(key)? {
+            Some(v) if !v.is_none() => v.extract().map(Some).map_err(|_| {
+                Error::new_err(format!("invalid option: {key} has the wrong type ({v})"))
+            }),
+            _ => Ok(None),
+        }
+    }
+    let inner: Option<String> = get(given, "inner_state")?;
+    Ok(SchemeOptions {
+        scheme: get(given, "scheme")?,
+        k: get(given, "k")?,
+        alpha: get(given, "alpha")?,
+        inner_state: inner.as_deref().map(inner_state).transpose()?,
+        decay: get(given, "decay")?,
+        every: get(given, "every")?,
+        swa_start: get(given, "swa_start")?,
+    })
+}
+
 #[pyfunction]
-#[pyo3(signature = (input, output, k, alpha, force, allow_lossy, parallel_safe, eval_weights, include, exclude, inner_state, target_ort, ort_format=None, converter=None))]
+#[pyo3(signature = (input, output, scheme, force, allow_lossy, parallel_safe, eval_weights, include, exclude, target_ort, ort_format=None, converter=None))]
 #[allow(clippy::too_many_arguments)]
 fn rewrite(
     py: Python<'_>,
     input: PathBuf,
     output: PathBuf,
-    k: u64,
-    alpha: f64,
+    scheme: &Bound<'_, PyDict>,
     force: bool,
     allow_lossy: bool,
     parallel_safe: bool,
-    eval_weights: &str,
+    eval_weights: Option<&str>,
     include: Vec<String>,
     exclude: Vec<String>,
-    inner_state: &str,
     target_ort: Option<&str>,
     ort_format: Option<bool>,
     converter: Option<Py<PyAny>>,
 ) -> PyResult<String> {
-    let lookahead = Options::new(k, alpha)
-        .map_err(|e| Error::new_err(e.to_string()))?
-        .with_inner_state(self::inner_state(inner_state)?);
     let options = RewriteOptions {
-        lookahead,
+        scheme: scheme_options(scheme)?,
         force,
         allow_lossy,
         alias: if parallel_safe {
@@ -212,8 +237,8 @@ fn rewrite(
         "format": summary.format.id(),
         "output": summary.output.display().to_string(),
         "optimizer": summary.optimizer,
-        "k": k,
-        "alpha": alpha,
+        "scheme": summary.scheme,
+        "settings": summary.settings,
         "wrapped_parameters": summary.wrapped_parameters,
         "injected_nodes": summary.injected_nodes,
         "state_bytes": summary.state_bytes,
@@ -251,7 +276,7 @@ fn finalize(
     py: Python<'_>,
     input: PathBuf,
     output: PathBuf,
-    weights_name: &str,
+    weights_name: Option<&str>,
     checkpoint: Option<PathBuf>,
     force: bool,
     target_ort: Option<&str>,
@@ -292,6 +317,68 @@ fn run_cli(py: Python<'_>, argv: Vec<std::ffi::OsString>, converter: Option<Py<P
     })
 }
 
+/// The scheme of a record (its JSON, as a rewrite stored it).
+fn recorded_scheme(record: &str) -> PyResult<Box<dyn crate::scheme::Scheme>> {
+    let record: crate::record::RewriteRecord = serde_json::from_str(record)
+        .map_err(|e| Error::new_err(format!("unreadable onnx-lookahead record: {e}")))?;
+    record.scheme().map_err(|e| Error::new_err(e.to_string()))
+}
+
+fn f64s(bytes: &[u8]) -> Vec<f64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
+}
+
+fn f64_bytes<'py>(py: Python<'py>, values: &[f64]) -> Bound<'py, PyBytes> {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    PyBytes::new(py, &raw)
+}
+
+/// A pending update of the recorded scheme, on the host: `prepared(record, shared)` gives the
+/// scalars its per-parameter arithmetic reads and the new set-wide state.
+#[pyfunction]
+fn host_prepare(record: &str, shared: Vec<f64>) -> PyResult<(Vec<f64>, Vec<f64>)> {
+    let prepared = recorded_scheme(record)?
+        .host_prepare(&shared)
+        .map_err(|e| Error::new_err(e.to_string()))?;
+    Ok((prepared.scalars, prepared.shared))
+}
+
+/// A pending update of one parameter on the host, with the graph's operations and rounding:
+/// values as little-endian float64 bytes (each exactly a value of `data_type`); returns the new
+/// parameter and state values the same way.
+#[pyfunction]
+#[pyo3(signature = (record, name, data_type, fast, state, scalars))]
+fn host_sync<'py>(
+    py: Python<'py>,
+    record: &str,
+    name: &str,
+    data_type: i32,
+    fast: &[u8],
+    state: Vec<Vec<u8>>,
+    scalars: Vec<f64>,
+) -> PyResult<(Bound<'py, PyBytes>, Vec<Bound<'py, PyBytes>>)> {
+    let scheme = recorded_scheme(record)?;
+    let state: Vec<Vec<f64>> = state.iter().map(|s| f64s(s)).collect();
+    let (fast, state) = scheme
+        .host_sync(Param { name, data_type }, &f64s(fast), &state, &scalars)
+        .map_err(|e| Error::new_err(e.to_string()))?;
+    Ok((
+        f64_bytes(py, &fast),
+        state.iter().map(|s| f64_bytes(py, s)).collect(),
+    ))
+}
+
+/// The recorded scheme's schedule: (first update step, period, the ONNX Runtime counter value
+/// once a pending update was applied on the host).
+#[pyfunction]
+fn schedule(record: &str) -> PyResult<(u64, u64, f64)> {
+    let schedule = recorded_scheme(record)?.schedule();
+    Ok((schedule.first, schedule.period, schedule.ort_after_update()))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Error", m.py().get_type::<Error>())?;
@@ -302,5 +389,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(draw, m)?)?;
     m.add_function(wrap_pyfunction!(finalize, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(host_prepare, m)?)?;
+    m.add_function(wrap_pyfunction!(host_sync, m)?)?;
+    m.add_function(wrap_pyfunction!(schedule, m)?)?;
     Ok(())
 }

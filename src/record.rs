@@ -66,46 +66,28 @@ pub struct RewriteRecord {
     pub parameters: Vec<WrappedParameter>,
     /// The step counters (one per ORT model set, one per training_info entry).
     pub counters: Vec<String>,
+    /// The scheme's set-wide state (SWA: the sample count), per counter in the scheme's
+    /// `shared_slots` order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<String>,
     #[serde(default)]
     pub undo: Undo,
 }
 
 impl RewriteRecord {
-    /// A setting as a number (Lookahead's "k", "alpha").
-    pub fn setting_f64(&self, key: &str) -> Option<f64> {
-        self.settings.get(key).and_then(Value::as_f64)
+    /// The scheme the record names, with its settings.
+    pub fn scheme(&self) -> crate::error::Result<Box<dyn crate::scheme::Scheme>> {
+        crate::scheme::registry::from_record(&self.scheme, &self.settings)
     }
 
-    pub fn setting_u64(&self, key: &str) -> Option<u64> {
-        self.settings.get(key).and_then(Value::as_u64)
-    }
-
-    /// Where in its cycle a saved step counter puts training: the inner steps since the last
-    /// sync (ORT artifacts: 0 to k, k meaning a sync is pending; training_info counts on and is
-    /// taken modulo k). Err: for a value training never writes, what it would be.
-    pub fn cycle_position(&self, value: f64) -> Result<u64, String> {
-        let k = self
-            .setting_u64("k")
-            .filter(|&k| k > 0)
-            .ok_or_else(|| "the record holds no valid k".to_string())?;
-        let whole = value.is_finite() && value >= 0.0 && value.fract() == 0.0;
-        let (valid, expected) = match self.mode {
-            Mode::TrainingInfo => (
-                whole && value < 2f64.powi(63),
-                "a whole number >= 0".to_string(),
-            ),
-            Mode::Passthrough | Mode::Reshape => (
-                whole && value <= k as f64,
-                format!("a whole number from 0 to k = {k}"),
-            ),
-        };
-        if !valid {
-            return Err(expected);
+    /// Where a saved step counter puts training. Err: for a value training never writes, what
+    /// it would be.
+    pub fn position(&self, value: f64) -> Result<crate::scheme::Position, String> {
+        let schedule = self.scheme().map_err(|e| e.to_string())?.schedule();
+        match self.mode {
+            Mode::TrainingInfo => schedule.counted_position(value),
+            Mode::Passthrough | Mode::Reshape => schedule.ort_position(value),
         }
-        Ok(match self.mode {
-            Mode::TrainingInfo => value as u64 % k,
-            _ => value as u64,
-        })
     }
 
     /// Every state tensor and counter the rewrite added.
@@ -114,6 +96,7 @@ impl RewriteRecord {
             .iter()
             .flat_map(|p| p.state.iter().cloned())
             .chain(self.counters.iter().cloned())
+            .chain(self.shared.iter().cloned())
             .collect()
     }
 
@@ -184,12 +167,13 @@ mod tests {
             scheme: "lookahead".into(),
             settings,
             mode: Mode::Passthrough,
-            eval_weights: EvalWeights::Slow,
+            eval_weights: EvalWeights::Averaged,
             parameters: vec![WrappedParameter {
                 name: "W".into(),
                 state: vec!["lookahead__slow__W".into()],
             }],
             counters: vec!["lookahead__step".into()],
+            shared: Vec::new(),
             undo: Undo {
                 reads: vec![("lookahead__after_sync__W".into(), "W".into())],
                 ..Undo::default()
@@ -207,8 +191,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(recorded(&model), Recorded::Record(Box::new(record.clone())));
-        assert_eq!(record.setting_u64("k"), Some(5));
-        assert_eq!(record.setting_f64("alpha"), Some(0.5));
+        assert_eq!(
+            record.scheme().unwrap().describe(),
+            "Lookahead k=5 alpha=0.5"
+        );
         assert_eq!(recorded(&ModelProto::default()), Recorded::None);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use common::fixture;
 use onnx_lookahead::inject::ort::AliasOp;
-use onnx_lookahead::{Options, RewriteOptions};
+use onnx_lookahead::{RewriteOptions, SchemeOptions};
 
 #[test]
 fn inspect_of_a_rewrite_reports_what_it_recorded() {
@@ -48,9 +48,12 @@ fn inspect_of_a_rewrite_reports_what_it_recorded() {
                 out
             };
             let options = RewriteOptions {
-                lookahead: Options::new(k, alpha)
-                    .unwrap()
-                    .with_inner_state(inner_state),
+                scheme: SchemeOptions {
+                    k: Some(k),
+                    alpha: Some(alpha),
+                    inner_state: Some(inner_state),
+                    ..Default::default()
+                },
                 alias,
                 ..Default::default()
             };

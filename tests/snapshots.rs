@@ -5,11 +5,15 @@
 mod common;
 
 use common::fixture;
-use onnx_lookahead::{Options, RewriteOptions};
+use onnx_lookahead::{RewriteOptions, SchemeOptions};
 
 fn options(k: u64, alpha: f64) -> RewriteOptions {
     RewriteOptions {
-        lookahead: Options::new(k, alpha).unwrap(),
+        scheme: SchemeOptions {
+            k: Some(k),
+            alpha: Some(alpha),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -75,9 +79,7 @@ fn ort_adamw_inner_state_reset_optimizer_model() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("artifacts");
     let mut options = options(3, 0.5);
-    options.lookahead = options
-        .lookahead
-        .with_inner_state(onnx_lookahead::scheme::InnerState::Reset);
+    options.scheme.inner_state = Some(onnx_lookahead::scheme::InnerState::Reset);
     onnx_lookahead::rewrite(&fixture("ort_adamw"), &out, &options).unwrap();
     let dump = onnx_lookahead::dump(&out).unwrap();
     // The training and eval graphs are those of keep; only the optimizer model is patched.
@@ -87,4 +89,58 @@ fn ort_adamw_inner_state_reset_optimizer_model() {
         .unwrap_or_default()
         .to_string();
     insta::assert_snapshot!(optimizer);
+}
+
+/// EMA and SWA through the same injection: what an update writes (the average, SWA's sample
+/// count last) and what evaluation reads.
+#[test]
+fn ort_adamw_ema_and_swa_rewrites() {
+    for (name, scheme) in [
+        (
+            "ema",
+            SchemeOptions {
+                scheme: Some("ema".into()),
+                decay: Some(0.9),
+                every: Some(2),
+                ..Default::default()
+            },
+        ),
+        (
+            "swa",
+            SchemeOptions {
+                scheme: Some("swa".into()),
+                swa_start: Some(3),
+                every: Some(2),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("artifacts");
+        let options = RewriteOptions {
+            scheme,
+            ..Default::default()
+        };
+        onnx_lookahead::rewrite(&fixture("ort_sgd"), &out, &options).unwrap();
+        insta::assert_snapshot!(
+            format!("ort_sgd_{name}_rewrite"),
+            onnx_lookahead::dump(&out).unwrap()
+        );
+    }
+}
+
+#[test]
+fn training_info_swa_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let options = RewriteOptions {
+        scheme: SchemeOptions {
+            scheme: Some("swa".into()),
+            swa_start: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    onnx_lookahead::rewrite(&fixture("training_info_sgd.onnx"), &out, &options).unwrap();
+    insta::assert_snapshot!(onnx_lookahead::dump(&out).unwrap());
 }

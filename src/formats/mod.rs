@@ -91,6 +91,8 @@ pub struct Plan {
     pub mode: Option<Mode>,
     pub wrapped: Vec<WrappedParameter>,
     pub counters: Vec<String>,
+    /// The scheme's set-wide state tensors.
+    pub shared: Vec<String>,
     /// New checkpoint parameters (ORT artifacts).
     pub new_state: Vec<NewState>,
 }
@@ -101,6 +103,8 @@ pub struct Unwound {
     pub models: Vec<(String, crate::generated::onnx::ModelProto)>,
     pub checkpoint: Option<Checkpoint>,
     pub nominal: Option<Checkpoint>,
+    /// The weights the result was given.
+    pub weights: crate::scheme::EvalWeights,
     /// Parameters whose values changed (a pending sync folded in, or the slow weights taken).
     pub changed: Vec<String>,
 }
@@ -254,20 +258,16 @@ pub(crate) fn model_refusals(file: &ModelFile, names: &NameGenerator, refusals: 
         Recorded::None => {}
         Recorded::Record(record) => refusals.push(Error::AlreadyRewritten {
             path,
-            k: record
-                .setting_u64("k")
-                .map(|k| k.to_string())
-                .unwrap_or_default(),
-            alpha: record
-                .setting_f64("alpha")
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
+            scheme: record
+                .scheme()
+                .map(|s| s.describe())
+                .unwrap_or_else(|_| format!("the {} scheme", record.scheme)),
             version: record.version.clone(),
         }),
+        // Versions that kept no record knew only Lookahead.
         Recorded::MarkerOnly { version, k, alpha } => refusals.push(Error::AlreadyRewritten {
             path,
-            k,
-            alpha,
+            scheme: format!("Lookahead k={k} alpha={alpha}"),
             version,
         }),
     }

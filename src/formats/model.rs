@@ -86,7 +86,7 @@ impl Adapter for PlainModel {
     fn unwind(&self, options: &FinalizeOptions) -> Result<Unwound> {
         let path = &self.file.path;
         let record = required_record(&self.analysis.recorded, path)?;
-        let scheme = crate::scheme::from_record(record)?;
+        let scheme = record.scheme()?;
         let inits = initializers(&self.file.model);
         let counter = record
             .counters
@@ -97,7 +97,21 @@ impl Adapter for PlainModel {
                 reason: "its step counter is not one of its initializers: finalize takes an inference model exported from rewritten artifacts (or the artifacts themselves)".into(),
             })?;
         let at_sync =
-            tensor_values(counter, path)?.first().copied() == Some(scheme.period() as f64);
+            tensor_values(counter, path)?.first().copied() == Some(scheme.schedule().first as f64);
+        let shared = record
+            .shared
+            .iter()
+            .map(|s| {
+                let value = inits.get(s.as_str()).map(|t| tensor_values(t, path));
+                match value {
+                    Some(Ok(v)) if v.len() == 1 => Ok(v[0]),
+                    _ => Err(Error::NotRewritten {
+                        path: path.clone(),
+                        reason: format!("its averaging state {s} is missing or not one value"),
+                    }),
+                }
+            })
+            .collect::<Result<Vec<f64>>>()?;
         let mut model = reverted(&self.file.model)?;
         let mut changed = Vec::new();
         let graph = model.graph.get_or_insert_with(Default::default);
@@ -122,9 +136,9 @@ impl Adapter for PlainModel {
             let Some(weight) = graph.initializer.iter_mut().find(|t| t.name() == p.name) else {
                 continue;
             };
-            match (at_sync, options.weights) {
-                (false, EvalWeights::Lookahead) => continue,
-                (false, EvalWeights::Slow) => copy_values(weight, state[0]),
+            match (at_sync, options.weights.unwrap_or(record.eval_weights)) {
+                (false, EvalWeights::Current) => continue,
+                (false, EvalWeights::Averaged) => copy_values(weight, state[0]),
                 (true, weights) => {
                     let values = state
                         .iter()
@@ -136,7 +150,7 @@ impl Adapter for PlainModel {
                         fast.data_type(),
                         &tensor_values(fast, path)?,
                         &values,
-                        true,
+                        &shared,
                         weights,
                     )?;
                     set_raw(weight, raw);
@@ -147,6 +161,7 @@ impl Adapter for PlainModel {
         Ok(Unwound {
             models: vec![(String::new(), model)],
             changed,
+            weights: options.weights.unwrap_or(record.eval_weights),
             ..Unwound::default()
         })
     }

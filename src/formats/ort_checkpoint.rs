@@ -76,13 +76,13 @@ impl OrtCheckpoint {
     }
 }
 
-/// Where in its cycle `checkpoint` was saved, checked: its step counter must hold a value
+/// Where in its schedule `checkpoint` was saved, checked: its step counter must hold a value
 /// training writes (NaN, -5, 2.5 or 1e30 would otherwise pass for some position).
 pub(crate) fn counter_position(
     checkpoint: &Checkpoint,
     record: &RewriteRecord,
     path: &Path,
-) -> Result<u64> {
+) -> Result<crate::scheme::Position> {
     let not_ours = |reason: String| Error::NotRewritten {
         path: path.to_path_buf(),
         reason,
@@ -98,14 +98,14 @@ pub(crate) fn counter_position(
     })?;
     let invalid = |reason: String| Error::InvalidCheckpoint {
         path: path.to_path_buf(),
-        reason: format!("the Lookahead step counter {counter} {reason}"),
+        reason: format!("the step counter {counter} {reason}"),
     };
     // Shown as the counter's own type holds it (1e30, not the f64 nearest the f32).
     let float = checkpoint
         .parameter(counter)
         .is_some_and(|t| t.data_type == crate::io::dtype::code::FLOAT);
     match values.as_slice() {
-        [value] => record.cycle_position(*value).map_err(|expected| {
+        [value] => record.position(*value).map_err(|expected| {
             let shown = if float {
                 (*value as f32).to_string()
             } else {

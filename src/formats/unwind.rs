@@ -102,18 +102,18 @@ fn external_bytes(tensor: &TensorProto, model_path: &Path) -> Result<Bytes> {
     Ok(mapped.slice(start.min(end)..end))
 }
 
-/// The values a wrapped parameter ends with, from the scheme.
+/// The values a wrapped parameter ends with when an update is pending, from the scheme.
 pub fn final_values(
     scheme: &dyn Scheme,
     name: &str,
     data_type: i32,
     fast: &[f64],
     state: &[Vec<f64>],
-    at_sync: bool,
+    shared: &[f64],
     weights: EvalWeights,
 ) -> Result<Bytes> {
     let p = Param { name, data_type };
-    let values = scheme.final_values(p, fast, state, at_sync, weights)?;
+    let values = scheme.final_values(p, fast, state, shared, true, weights)?;
     crate::io::values::encode(data_type, &values)
         .map(Bytes::from)
         .ok_or_else(|| Error::InvalidOption(format!("parameter {name} is not floating-point")))

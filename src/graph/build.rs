@@ -114,6 +114,11 @@ pub fn scalar_f32(name: &str, value: f32) -> TensorProto {
     )
 }
 
+pub fn tensor_f32(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    tensor_raw(name, DataType::Float, dims, Bytes::from(raw))
+}
+
 pub fn scalar_i64(name: &str, value: i64) -> TensorProto {
     tensor_raw(
         name,

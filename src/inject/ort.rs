@@ -4,28 +4,29 @@
 //! own: `ort_optimizer.rs`).
 //!
 //! Checkpoint: per wrapped parameter P one frozen parameter per state slot of the scheme
-//! (`lookahead__slow__P`, starting equal to P), and `lookahead__step` (float[1] = 0), the position
-//! in the cycle: 0 before the first step, then 1..period, wrapping (bounded, so a float32 counter
-//! stays exact for any number of steps). A sync is pending when it equals the period.
+//! (`lookahead__slow__P`, starting equal to P), the scheme's set-wide state (float[1] = 0 each,
+//! SWA's sample count), and `lookahead__step` (float[1] = 0), the bounded counter of
+//! `scheme::Schedule`: an update is pending when it equals the schedule's `first` step.
 //!
 //! Training graph, at the first forward after an optimizer step (lazy_reset_grad is true):
 //! ```text
-//! pending = lazy_reset_grad AND step == period                      (scalars only)
+//! pending = lazy_reset_grad AND step == first                       (scalars only)
 //! done0   = If(pending) then: per P, the scheme's sync arithmetic out of place, then the new
 //!                             values written into the state and into P with
-//!                             InPlaceAccumulatorV2(.., overwrite), flags chained in a fixed order
+//!                             InPlaceAccumulatorV2(.., overwrite), flags chained in a fixed order,
+//!                             the set-wide state written last
 //!                       else: true                                  (no per-element work)
 //! (done, P1', .., Pn') = com.microsoft.PassThrough(done0, P1, .., Pn)
 //!     zero-copy aliases of P that depend on the If, so no reader of P runs before the sync;
 //!     every original reader of P reads P' instead (or one Reshape per P: `--parallel-safe`)
-//! step    <- lazy_reset_grad ? (step mod period) + 1 : step          (in place)
+//! step    <- lazy_reset_grad ? step + 1 - (step == first ? period : 0) : step     (in place)
 //! <first accumulation flag output> = original AND done AND step-write flag
 //!     side effects feed a graph output, so no runtime may prune them
 //! ```
 //! The optimizer kernels and InPlaceAccumulatorV2 write into the checkpoint's buffers (the
 //! training API feeds non-owning views), so the writes persist, also inside the If.
 //!
-//! Eval graph: `P_eval = If(step == period) then <view at a sync> else <view between syncs>` with
+//! Eval graph: `P_eval = If(step == first) then <view at a sync> else <view between syncs>` with
 //! standard ops only (export_model_for_inferencing keeps working); every reader of P reads P_eval.
 
 use std::collections::HashSet;
@@ -37,7 +38,7 @@ use crate::graph::emit::Emitter;
 use crate::graph::names::NameGenerator;
 use crate::graph::patch::{GraphEdit, GraphId, ModelPatch};
 use crate::record::WrappedParameter;
-use crate::scheme::{EvalWeights, Param, Scheme};
+use crate::scheme::{EvalWeights, Param, Schedule, Scheme};
 
 use super::{NAME_PREFIX, branch_output, if_node};
 
@@ -100,6 +101,8 @@ pub struct OrtInjection {
     pub new_state: Vec<NewState>,
     pub wrapped: Vec<WrappedParameter>,
     pub counter: String,
+    /// The scheme's set-wide state tensors.
+    pub shared: Vec<String>,
 }
 
 /// One wrapped parameter's names and type.
@@ -127,10 +130,11 @@ pub fn inject(
     eval_weights: EvalWeights,
     names: &mut NameGenerator,
 ) -> Result<OrtInjection> {
-    if scheme.period() > MAX_PERIOD {
+    let schedule = scheme.schedule();
+    if schedule.first.max(schedule.period) > MAX_PERIOD {
         return Err(Error::InvalidOption(format!(
-            "k must be at most {MAX_PERIOD} for ONNX Runtime artifacts (the cycle counter is float32), got {}",
-            scheme.period()
+            "the update steps of {} must be at most {MAX_PERIOD} for ONNX Runtime artifacts (the step counter is float32)",
+            scheme.describe()
         )));
     }
     let slots: Vec<Slots> = training
@@ -148,6 +152,15 @@ pub fn inject(
         })
         .collect();
     let counter = names.fresh(&format!("{NAME_PREFIX}step"));
+    let shared: Vec<String> = scheme
+        .shared_slots()
+        .iter()
+        .map(|role| names.fresh(&format!("{NAME_PREFIX}{role}")))
+        .collect();
+    let state = State {
+        counter: &counter,
+        shared: &shared,
+    };
     let mut new_state: Vec<NewState> = slots
         .iter()
         .flat_map(|s| {
@@ -157,17 +170,19 @@ pub fn inject(
             })
         })
         .collect();
-    new_state.push(NewState {
-        name: counter.clone(),
-        value: NewStateValue::ZerosF32(vec![1]),
-    });
-    let training_patch = inject_training(scheme, training, &slots, &counter, alias, names)?;
+    for name in std::iter::once(&counter).chain(&shared) {
+        new_state.push(NewState {
+            name: name.clone(),
+            value: NewStateValue::ZerosF32(vec![1]),
+        });
+    }
+    let training_patch = inject_training(scheme, training, &slots, state, alias, names)?;
     let eval_patch = match eval {
         Some(model) => Some(inject_eval(
             scheme,
             model,
             &slots,
-            &counter,
+            state,
             eval_weights,
             names,
         )?),
@@ -185,7 +200,15 @@ pub fn inject(
             })
             .collect(),
         counter,
+        shared,
     })
+}
+
+/// The set-wide tensors the graphs read: the step counter and the scheme's shared state.
+#[derive(Clone, Copy)]
+struct State<'a> {
+    counter: &'a str,
+    shared: &'a [String],
 }
 
 pub(crate) fn elem_type(info: &ValueInfoProto) -> Option<i32> {
@@ -213,13 +236,13 @@ fn inputs_of(model: &ModelProto) -> std::collections::HashMap<&str, &ValueInfoPr
     by_name
 }
 
-/// Adds the state inputs of `slots`, the counter input, the period constant and the
-/// `step == period` test; returns the test's output and the period's name.
+/// Adds the state inputs of `slots`, the counter and shared-state inputs, the first-update
+/// constant and the `step == first` test; returns the test's output and the constant's name.
 fn add_state_inputs(
     patch: &mut ModelPatch,
     slots: &[&Slots],
-    counter: &str,
-    period: u64,
+    state: State,
+    first: u64,
     e: &mut Emitter,
 ) -> (String, String) {
     let g = GraphId::Main;
@@ -231,37 +254,35 @@ fn add_state_inputs(
             );
         }
     }
+    for name in std::iter::once(state.counter).chain(state.shared.iter().map(String::as_str)) {
+        patch.edit(
+            g,
+            GraphEdit::AddInput(build::value_info(name, DataType::Float as i32, Some(&[1]))),
+        );
+    }
+    let first_name = e.fresh("k");
     patch.edit(
         g,
-        GraphEdit::AddInput(build::value_info(
-            counter,
-            DataType::Float as i32,
-            Some(&[1]),
-        )),
+        GraphEdit::AddInitializer(build::scalar_f32(&first_name, first as f32)),
     );
-    let period_name = e.fresh("k");
-    patch.edit(
-        g,
-        GraphEdit::AddInitializer(build::scalar_f32(&period_name, period as f32)),
-    );
-    let at_boundary = e.op("Equal", &[counter, &period_name], "sync_pending");
-    (at_boundary, period_name)
+    let at_boundary = e.op("Equal", &[state.counter, &first_name], "sync_pending");
+    (at_boundary, first_name)
 }
 
 fn inject_training(
     scheme: &dyn Scheme,
     training: &TrainingGraph,
     slots: &[Slots],
-    counter: &str,
+    state: State,
     alias: AliasOp,
     names: &mut NameGenerator,
 ) -> Result<ModelPatch> {
     let g = GraphId::Main;
+    let schedule = scheme.schedule();
     let mut patch = ModelPatch::default();
     let mut main = Emitter::new(names, NAME_PREFIX);
     let all: Vec<&Slots> = slots.iter().collect();
-    let (at_boundary, period) =
-        add_state_inputs(&mut patch, &all, counter, scheme.period(), &mut main);
+    let (at_boundary, _) = add_state_inputs(&mut patch, &all, state, schedule.first, &mut main);
     let flag_true = main.fresh("true");
     patch.edit(
         g,
@@ -275,27 +296,34 @@ fn inject_training(
     let (then_nodes, then_outputs, then_constants) = {
         let mut then = Emitter::new(names, NAME_PREFIX);
         let mut previous_flag = flag_true.clone();
-        for s in slots {
-            let synced = scheme.sync(&mut then, s.param(), &s.param, &s.state)?;
-            let writes = s
-                .state
-                .iter()
-                .zip(&synced.state)
-                .chain(std::iter::once((&s.param, &synced.fast)));
-            for (target, value) in writes {
-                if target == value {
-                    continue; // unchanged
-                }
-                let written = then.fresh(&format!("written__{target}"));
-                then.node(
-                    Node::new("InPlaceAccumulatorV2")
-                        .domain(MS_DOMAIN)
-                        .inputs([target.as_str(), value.as_str(), previous_flag.as_str()])
-                        .outputs([&written])
-                        .build(),
-                );
-                previous_flag = written;
+        let prepared = scheme.prepare(&mut then, state.shared)?;
+        // Each parameter's new values are written right after they are computed, so its
+        // temporaries can be freed before the next parameter's.
+        let mut write = |then: &mut Emitter, target: &str, value: &str| {
+            if target == value {
+                return; // unchanged
             }
+            let written = then.fresh(&format!("written__{target}"));
+            then.node(
+                Node::new("InPlaceAccumulatorV2")
+                    .domain(MS_DOMAIN)
+                    .inputs([target, value, previous_flag.as_str()])
+                    .outputs([&written])
+                    .build(),
+            );
+            previous_flag = written;
+        };
+        for s in slots {
+            let synced =
+                scheme.sync(&mut then, s.param(), &s.param, &s.state, &prepared.scalars)?;
+            for (target, value) in s.state.iter().zip(&synced.state) {
+                write(&mut then, target, value);
+            }
+            write(&mut then, &s.param, &synced.fast);
+        }
+        // The set-wide state last: every parameter's arithmetic has read it by then.
+        for (target, value) in state.shared.iter().zip(&prepared.shared) {
+            write(&mut then, target, value);
         }
         let done = branch_output(&mut then, &mut HashSet::new(), &previous_flag);
         let mut outputs = vec![bool_info(&done)];
@@ -394,9 +422,9 @@ fn inject_training(
     };
     let step_written = advance_counter(
         &mut patch,
-        counter,
+        state.counter,
         &at_boundary,
-        &period,
+        schedule,
         &flag_true,
         names,
     );
@@ -427,32 +455,38 @@ fn bool_info(name: &str) -> ValueInfoProto {
     build::value_info(name, DataType::Bool as i32, Some(&[1]))
 }
 
-/// step <- lazy_reset_grad ? (step mod period) + 1 : step, in place. Tied to the boundary test
+/// step <- lazy_reset_grad ? step + 1 - (step == first ? period : 0) : step, in place (after
+/// the update at `first` the count continues at `first - period + 1`). Tied to the boundary test
 /// so the write cannot run before the test read the old value. Returns the write's flag.
 fn advance_counter(
     patch: &mut ModelPatch,
     counter: &str,
     at_boundary: &str,
-    period: &str,
+    schedule: Schedule,
     flag_true: &str,
     names: &mut NameGenerator,
 ) -> String {
     let g = GraphId::Main;
     let mut e = Emitter::new(names, NAME_PREFIX);
+    let after_update = e.fresh("step_after_update");
+    patch.edit(
+        g,
+        GraphEdit::AddInitializer(build::scalar_f32(
+            &after_update,
+            (schedule.ort_after_update() + 1.0) as f32,
+        )),
+    );
     let one = e.fresh("one");
     patch.edit(g, GraphEdit::AddInitializer(build::scalar_f32(&one, 1.0)));
     let not_boundary = e.op("Not", &[at_boundary], "not_sync_pending");
     let tie = e.op("Or", &[at_boundary, &not_boundary], "step_test_done");
     let advance = e.op("And", &[LAZY_RESET_GRAD, &tie], "advance");
-    let phase = e.fresh("phase");
-    e.node(
-        Node::new("Mod")
-            .inputs([counter, period])
-            .outputs([&phase])
-            .attr_int("fmod", 1)
-            .build(),
+    let counted = e.op("Add", &[counter, &one], "step_counted");
+    let next = e.op(
+        "Where",
+        &[at_boundary, &after_update, &counted],
+        "step_next",
     );
-    let next = e.op("Add", &[&phase, &one], "step_next");
     let value = e.op("Where", &[&advance, &next, counter], "step_value");
     let written = e.fresh("step_written");
     e.node(
@@ -505,7 +539,7 @@ fn inject_eval(
     scheme: &dyn Scheme,
     model: &ModelProto,
     slots: &[Slots],
-    counter: &str,
+    state: State,
     weights: EvalWeights,
     names: &mut NameGenerator,
 ) -> Result<ModelPatch> {
@@ -521,7 +555,8 @@ fn inject_eval(
         return Ok(patch);
     }
     let mut main = Emitter::new(names, NAME_PREFIX);
-    let (at_boundary, _) = add_state_inputs(&mut patch, &read, counter, scheme.period(), &mut main);
+    let (at_boundary, _) =
+        add_state_inputs(&mut patch, &read, state, scheme.schedule().first, &mut main);
     for node in main.take_nodes() {
         patch.add_node(g, node);
     }
@@ -530,13 +565,26 @@ fn inject_eval(
         let mut e = Emitter::new(names, NAME_PREFIX);
         let mut outputs = Vec::new();
         let mut used = HashSet::new();
+        let scalars = if at_sync {
+            scheme.prepare(&mut e, state.shared)?.scalars
+        } else {
+            Vec::new()
+        };
         for s in &read {
             let info = inputs
                 .get(s.param.as_str())
                 .copied()
                 .cloned()
                 .unwrap_or_default();
-            let view = scheme.eval_view(&mut e, s.param(), &s.param, &s.state, weights, at_sync)?;
+            let view = scheme.eval_view(
+                &mut e,
+                s.param(),
+                &s.param,
+                &s.state,
+                &scalars,
+                weights,
+                at_sync,
+            )?;
             let view = branch_output(&mut e, &mut used, &view);
             outputs.push(build::value_info_renamed(&info, &view));
         }

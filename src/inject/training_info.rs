@@ -5,13 +5,14 @@
 //! may only bind its own or the main graph's initializers. Per training_info entry with weights:
 //!
 //! ```text
-//! algorithm.initializer += per weight W one tensor per state slot (= initial W), step (int64 0)
+//! algorithm.initializer += per weight W one tensor per state slot (= initial W), step (int64 0),
+//!                          the scheme's set-wide state (float[1] 0 each: SWA's sample count)
 //! step'  = step + 1
-//! sync   = (step' mod period == 0)
+//! sync   = step' >= first AND (step' - first) mod period == 0      (scheme::Schedule)
 //! fast'', state' = If(sync) then: the scheme's sync of (W_new, state)
 //!                           else: fast'' = W_new; state' = state
-//! update_binding: W <- fast'', state <- state', step <- step'
-//! initialization (if the entry has one): state <- W's initial value, step <- 0
+//! update_binding: W <- fast'', state <- state', step <- step', shared <- shared'
+//! initialization (if the entry has one): state <- W's initial value, step <- 0, shared <- 0
 //! ```
 //! With `--inner-state reset|pullback` the optimizer's own state (moments, accumulators, update
 //! count) rides through the same If: the then-branch applies the scheme's `sync_inner`, the
@@ -88,6 +89,8 @@ pub struct TrainingInfoInjection {
     pub patch: ModelPatch,
     pub wrapped: Vec<WrappedParameter>,
     pub counters: Vec<String>,
+    /// The scheme's set-wide state, per entry.
+    pub shared: Vec<String>,
 }
 
 pub fn inject(
@@ -96,20 +99,23 @@ pub fn inject(
     weights: &[Weight],
     names: &mut NameGenerator,
 ) -> Result<TrainingInfoInjection> {
-    let period = i64::try_from(scheme.period()).map_err(|_| {
-        Error::InvalidOption(format!(
-            "k must be at most {} for training_info models (the step counter is int64), got {}",
-            i64::MAX,
-            scheme.period()
-        ))
-    })?;
+    let schedule = scheme.schedule();
+    let steps = i64::try_from(schedule.first)
+        .and_then(|first| Ok((first, i64::try_from(schedule.period)?)))
+        .map_err(|_| {
+            Error::InvalidOption(format!(
+                "the update steps of {} must be at most {} for training_info models (the step counter is int64)",
+                scheme.describe(),
+                i64::MAX
+            ))
+        })?;
     let mut injection = TrainingInfoInjection::default();
     let mut by_info: BTreeMap<usize, Vec<&Weight>> = BTreeMap::new();
     for weight in weights {
         by_info.entry(weight.info).or_default().push(weight);
     }
     for (info, weights) in by_info {
-        inject_entry(scheme, model, info, &weights, period, names, &mut injection)?;
+        inject_entry(scheme, model, info, &weights, steps, names, &mut injection)?;
     }
     Ok(injection)
 }
@@ -119,7 +125,7 @@ fn inject_entry(
     model: &ModelProto,
     info: usize,
     weights: &[&Weight],
-    period: i64,
+    (first, period): (i64, i64),
     names: &mut NameGenerator,
     injection: &mut TrainingInfoInjection,
 ) -> Result<()> {
@@ -127,20 +133,42 @@ fn inject_entry(
     let patch = &mut injection.patch;
     let mut e = Emitter::new(names, NAME_PREFIX);
     let step = e.fresh("step");
-    let (one, period_name, zero) = (e.fresh("one"), e.fresh("k"), e.fresh("zero"));
+    let (one, first_name, period_name, zero) = (
+        e.fresh("one"),
+        e.fresh("first"),
+        e.fresh("k"),
+        e.fresh("zero"),
+    );
     for t in [
         build::scalar_i64(&step, 0),
         build::scalar_i64(&one, 1),
+        build::scalar_i64(&first_name, first),
         build::scalar_i64(&period_name, period),
         build::scalar_i64(&zero, 0),
     ] {
         patch.edit(g, GraphEdit::AddInitializer(t));
     }
     let step_next = e.op("Add", &[&step, &one], "step_next");
-    let phase = e.op("Mod", &[&step_next, &period_name], "phase");
-    let sync = e.op("Equal", &[&phase, &zero], "sync");
+    let since_first = e.op("Sub", &[&step_next, &first_name], "since_first");
+    let phase = e.op("Mod", &[&since_first, &period_name], "phase");
+    let on_beat = e.op("Equal", &[&phase, &zero], "on_beat");
+    let early = e.op("Less", &[&step_next, &first_name], "before_first");
+    let started = e.op("Not", &[&early], "started");
+    let sync = e.op("And", &[&started, &on_beat], "sync");
     for node in e.take_nodes() {
         patch.add_node(g, node);
+    }
+    // The scheme's set-wide state: float[1] zeros.
+    let shared: Vec<String> = scheme
+        .shared_slots()
+        .iter()
+        .map(|role| names.fresh(&format!("{NAME_PREFIX}{role}")))
+        .collect();
+    for name in &shared {
+        patch.edit(
+            g,
+            GraphEdit::AddInitializer(build::tensor_f32(name, &[1], &[0.0])),
+        );
     }
 
     // Per weight: its state tensors, starting as copies of the weight.
@@ -191,8 +219,15 @@ fn inject_entry(
         let mut then = Emitter::new(names, NAME_PREFIX);
         let mut used = HashSet::new();
         let (mut fast, mut state) = (Vec::new(), Vec::new());
+        let prepared = scheme.prepare(&mut then, &shared)?;
         for (w, p) in weights.iter().zip(&wrapped) {
-            let synced = scheme.sync(&mut then, w.param(), &w.update_value, &p.state)?;
+            let synced = scheme.sync(
+                &mut then,
+                w.param(),
+                &w.update_value,
+                &p.state,
+                &prepared.scalars,
+            )?;
             fast.push(w.value_info(&branch_output(&mut then, &mut used, &synced.fast)));
             for new in &synced.state {
                 state.push(w.value_info(&branch_output(&mut then, &mut used, new)));
@@ -229,9 +264,15 @@ fn inject_entry(
         for c in then.take_constants() {
             patch.edit(g, GraphEdit::AddInitializer(c));
         }
+        let shared_new = prepared
+            .shared
+            .iter()
+            .map(|new| shared_info(&branch_output(&mut then, &mut used, new)))
+            .collect::<Vec<_>>();
         fast.extend(state);
         fast.extend(inner_new);
         fast.extend(caches_new);
+        fast.extend(shared_new);
         (then.take_nodes(), fast)
     };
     let (else_nodes, else_outputs) = {
@@ -263,9 +304,14 @@ fn inject_entry(
                 &branch_output(&mut els, &mut used, &b.update_value),
             ));
         }
+        let shared_old = shared
+            .iter()
+            .map(|old| shared_info(&branch_output(&mut els, &mut used, old)))
+            .collect::<Vec<_>>();
         fast.extend(state);
         fast.extend(inner_old);
         fast.extend(caches_old);
+        fast.extend(shared_old);
         (els.take_nodes(), fast)
     };
     let mut if_outputs = Vec::new();
@@ -301,6 +347,14 @@ fn inject_entry(
         bindings.push((key.to_string(), next.clone(), inner_value_info(b, &next)));
         if_outputs.push(next);
     }
+    for key in &shared {
+        let next = names.fresh(&format!(
+            "{NAME_PREFIX}{}_next",
+            key.trim_start_matches(NAME_PREFIX)
+        ));
+        bindings.push((key.clone(), next.clone(), shared_info(&next)));
+        if_outputs.push(next);
+    }
     let sync_node = if_node(
         names,
         super::SYNC_IF,
@@ -332,7 +386,15 @@ fn inject_entry(
             .push(BindingEdit::SetUpdate { info, key, value });
     }
     let caches: Vec<&Cache> = inner.iter().flat_map(|(_, _, c)| c).collect();
-    reset_on_initialization(model, info, &step, &wrapped, &caches, names, patch)?;
+    reset_on_initialization(
+        model,
+        info,
+        (&step, &shared),
+        &wrapped,
+        &caches,
+        names,
+        patch,
+    )?;
     // The record lists each weight's caches after its own state.
     let mut wrapped = wrapped;
     for (index, _, caches) in &inner {
@@ -340,15 +402,20 @@ fn inject_entry(
     }
     injection.wrapped.extend(wrapped);
     injection.counters.push(step);
+    injection.shared.extend(shared);
     Ok(())
 }
 
+fn shared_info(name: &str) -> ValueInfoProto {
+    build::value_info(name, DataType::Float as i32, Some(&[1]))
+}
+
 /// Re-initialisation (when the entry has an initialization) resets each state tensor to its
-/// weight's initial value, the scheme's caches to zero and the step to 0.
+/// weight's initial value, the scheme's caches and set-wide state to zero and the step to 0.
 fn reset_on_initialization(
     model: &ModelProto,
     info: usize,
-    step: &str,
+    (step, shared): (&str, &[String]),
     wrapped: &[WrappedParameter],
     caches: &[&Cache],
     names: &mut NameGenerator,
@@ -370,6 +437,25 @@ fn reset_on_initialization(
             .attr_tensor("value", value)
             .build(),
     );
+    let mut shared_zeros = Vec::new();
+    for name in shared {
+        let zero = e.fresh(&format!("{}_initial", name.trim_start_matches(NAME_PREFIX)));
+        let value = build::tensor_f32(
+            &e.fresh(&format!(
+                "{}_initial_value",
+                name.trim_start_matches(NAME_PREFIX)
+            )),
+            &[1],
+            &[0.0],
+        );
+        e.node(
+            Node::new("Constant")
+                .outputs([&zero])
+                .attr_tensor("value", value)
+                .build(),
+        );
+        shared_zeros.push((name, zero));
+    }
     let mut cache_zeros = Vec::new();
     for cache in caches {
         let dims: Vec<u8> = cache.of.dims.iter().flat_map(|d| d.to_le_bytes()).collect();
@@ -419,6 +505,14 @@ fn reset_on_initialization(
                 });
             }
         }
+    }
+    for (name, zero) in shared_zeros {
+        patch.edit(g, GraphEdit::AddOutput(shared_info(&zero)));
+        patch.binding_edits.push(BindingEdit::SetInitialization {
+            info,
+            key: name.clone(),
+            value: zero,
+        });
     }
     for (cache, zero) in cache_zeros {
         patch.edit(g, GraphEdit::AddOutput(inner_value_info(cache.of, &zero)));

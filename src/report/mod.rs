@@ -26,9 +26,13 @@ pub struct Report {
     pub input: String,
     /// The inner optimizer ("AdamW", "SGD", "Momentum", "Adam", "Adagrad", ...), if recognised.
     pub optimizer: Option<String>,
-    /// Set when the input was rewritten by this tool: k and alpha, and where in the cycle the
+    /// Set when the input was rewritten for Lookahead: k and alpha, and where in the cycle the
     /// state was saved when the input holds it (artifacts, checkpoints, exports).
     pub lookahead: Option<LookaheadReport>,
+    /// Set when the input was rewritten by this tool with a record: the averaging scheme, its
+    /// settings, and where its schedule stands when the input holds the state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub averaging: Option<AveragingReport>,
     /// The tool version that rewrote the input (null when not rewritten).
     pub rewritten_by: Option<String>,
     /// How the input was rewritten, from its record (null when not rewritten, or rewritten by a
@@ -63,6 +67,27 @@ pub struct LookaheadReport {
     pub position: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_pending: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AveragingReport {
+    /// The registry name ("lookahead", "ema", "swa").
+    pub scheme: String,
+    /// The scheme with its settings, for people ("EMA decay=0.999 every=1").
+    pub description: String,
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// What an update does, one line per assignment.
+    pub update: Vec<String>,
+    /// The roles of each wrapped parameter's state tensors ("slow", "ema", "swa").
+    pub state_roles: Vec<String>,
+    /// Optimizer steps until the next update of the average (0: one is pending).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps_to_update: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_pending: Option<bool>,
+    /// The scheme's set-wide state as saved (SWA: "samples", the number of samples averaged).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub shared: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How a recorded rewrite was made.
@@ -174,12 +199,19 @@ pub fn build(input: &dyn Adapter) -> Report {
     let (lookahead, rewritten_by, rewrite, wrapped, state) = match &analysis.recorded {
         Recorded::None => (None, None, None, HashSet::new(), Vec::new()),
         Recorded::Record(r) => (
-            Some(LookaheadReport {
-                k: r.setting_u64("k").unwrap_or(0),
-                alpha: r.setting_f64("alpha").unwrap_or(f64::NAN),
-                position: None,
-                sync_pending: None,
-            }),
+            // Lookahead's own settings, kept under this key for the readers of earlier reports.
+            match (
+                r.settings.get("k").and_then(serde_json::Value::as_u64),
+                r.settings.get("alpha").and_then(serde_json::Value::as_f64),
+            ) {
+                (Some(k), Some(alpha)) => Some(LookaheadReport {
+                    k,
+                    alpha,
+                    position: None,
+                    sync_pending: None,
+                }),
+                _ => None,
+            },
             Some(r.version.clone()),
             Some(RewriteReport {
                 scheme: r.scheme.clone(),
@@ -211,15 +243,15 @@ pub fn build(input: &dyn Adapter) -> Report {
     let sizes = checkpoint::TensorSizes::of(input);
     let state_bytes = state.iter().filter_map(|s| sizes.bytes(s)).sum();
     let mut lookahead = lookahead;
-    if let (Some(l), Recorded::Record(r)) = (lookahead.as_mut(), &analysis.recorded)
-        && let Some(value) = r.counters.first().and_then(|c| sizes.value(c))
+    let averaging = match &analysis.recorded {
+        Recorded::Record(r) => averaging(r, &sizes),
+        _ => None,
+    };
+    if let (Some(l), Some(a)) = (lookahead.as_mut(), &averaging)
+        && let Some(to_update) = a.steps_to_update
     {
-        // A value training never writes has no position (the analysis lists it as a refusal).
-        if let Ok(position) = r.cycle_position(value) {
-            let periodic = r.mode == crate::record::Mode::TrainingInfo;
-            l.position = Some(position);
-            l.sync_pending = Some(!periodic && position == l.k);
-        }
+        l.position = Some(l.k.saturating_sub(to_update));
+        l.sync_pending = a.update_pending;
     }
     let parameters: Vec<ParameterReport> = analysis
         .parameters
@@ -238,6 +270,7 @@ pub fn build(input: &dyn Adapter) -> Report {
         input: input.path().display().to_string(),
         optimizer: analysis.optimizer.clone(),
         lookahead,
+        averaging,
         rewritten_by,
         rewrite,
         parameter_bytes: parameters.iter().filter_map(|p| p.bytes).sum(),
@@ -313,4 +346,40 @@ pub fn count_with_subgraphs<'n>(nodes: impl IntoIterator<Item = &'n NodeProto>) 
                 .sum::<usize>()
         })
         .sum()
+}
+
+/// The scheme of a record, and where its schedule stands in the saved state.
+fn averaging(
+    r: &crate::record::RewriteRecord,
+    sizes: &checkpoint::TensorSizes,
+) -> Option<AveragingReport> {
+    let scheme = r.scheme().ok()?;
+    let mut report = AveragingReport {
+        scheme: r.scheme.clone(),
+        description: scheme.describe(),
+        settings: r.settings.clone(),
+        update: scheme.update_lines(),
+        state_roles: scheme.state_slots().iter().map(|s| s.to_string()).collect(),
+        steps_to_update: None,
+        update_pending: None,
+        shared: serde_json::Map::new(),
+    };
+    // A value training never writes has no position (the analysis lists it as a refusal).
+    if let Some(position) = r
+        .counters
+        .first()
+        .and_then(|c| sizes.value(c))
+        .and_then(|value| r.position(value).ok())
+    {
+        report.steps_to_update = Some(position.steps_to_update);
+        report.update_pending = Some(position.pending);
+    }
+    for (role, name) in scheme.shared_slots().iter().zip(&r.shared) {
+        if let Some(value) = sizes.value(name) {
+            report
+                .shared
+                .insert(role.to_string(), serde_json::json!(value));
+        }
+    }
+    Some(report)
 }

@@ -5,7 +5,8 @@
 use serde_json::{Map, Value, json};
 
 use super::inner_state::{InnerSlot, InnerState, zeros_like};
-use super::{EvalWeights, Param, Scheme, Synced};
+use super::registry::{OptionId, SchemeEntry, SchemeOptions, setting};
+use super::{EvalWeights, Param, Schedule, Scheme, Synced};
 use crate::error::{Error, Result};
 use crate::graph::emit::Emitter;
 use crate::io::dtype;
@@ -17,6 +18,31 @@ pub struct Lookahead {
     pub alpha: f64,
     pub inner_state: InnerState,
 }
+
+pub const ENTRY: SchemeEntry = SchemeEntry {
+    name: "lookahead",
+    options: &[OptionId::K, OptionId::Alpha, OptionId::InnerState],
+    from_options: |o: &SchemeOptions| {
+        let d = Lookahead::default();
+        Ok(Box::new(
+            Lookahead::new(o.k.unwrap_or(d.k), o.alpha.unwrap_or(d.alpha))?
+                .with_inner_state(o.inner_state.unwrap_or_default()),
+        ))
+    },
+    from_settings: |settings| {
+        let k = setting(settings, "k", Value::as_u64)?;
+        let alpha = setting(settings, "alpha", Value::as_f64)?;
+        let inner = match settings.get("inner_state") {
+            None => InnerState::Keep,
+            Some(v) => v.as_str().and_then(InnerState::from_id).ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "the record of the rewrite has an unknown inner_state {v}"
+                ))
+            })?,
+        };
+        Ok(Box::new(Lookahead::new(k, alpha)?.with_inner_state(inner)))
+    },
+};
 
 impl Default for Lookahead {
     fn default() -> Self {
@@ -84,7 +110,26 @@ impl Lookahead {
 
 impl Scheme for Lookahead {
     fn name(&self) -> &'static str {
-        "lookahead"
+        ENTRY.name
+    }
+
+    fn describe(&self) -> String {
+        format!("Lookahead k={} alpha={}", self.k, self.alpha)
+    }
+
+    fn default_eval_weights(&self) -> EvalWeights {
+        EvalWeights::Current
+    }
+
+    fn update_lines(&self) -> Vec<String> {
+        if self.alpha == 1.0 {
+            vec!["slow ← fast (α = 1)".into()]
+        } else {
+            vec![
+                format!("slow ← slow + α·(fast − slow), α = {}", self.alpha),
+                "fast ← slow".into(),
+            ]
+        }
     }
 
     fn settings(&self) -> Map<String, Value> {
@@ -153,16 +198,23 @@ impl Scheme for Lookahead {
         }
     }
 
-    fn period(&self) -> u64 {
-        self.k
+    fn schedule(&self) -> Schedule {
+        Schedule::every(self.k)
     }
 
     fn state_slots(&self) -> &'static [&'static str] {
         &["slow"]
     }
 
-    fn sync(&self, e: &mut Emitter, p: Param, fast: &str, state: &[String]) -> Result<Synced> {
-        let slow = slot(state, p)?;
+    fn sync(
+        &self,
+        e: &mut Emitter,
+        p: Param,
+        fast: &str,
+        state: &[String],
+        _scalars: &[String],
+    ) -> Result<Synced> {
+        let slow = super::slot(state, 0, p)?;
         if self.alpha == 1.0 {
             // slow + 1 * (fast - slow) can round differently from fast: copy instead, so that
             // alpha = 1 gives back the inner optimizer exactly.
@@ -181,58 +233,32 @@ impl Scheme for Lookahead {
         })
     }
 
-    fn eval_view(
-        &self,
-        e: &mut Emitter,
-        p: Param,
-        fast: &str,
-        state: &[String],
-        weights: EvalWeights,
-        at_sync: bool,
-    ) -> Result<String> {
-        if !at_sync {
-            return Ok(match weights {
-                EvalWeights::Lookahead => fast.to_string(),
-                EvalWeights::Slow => slot(state, p)?.to_string(),
-            });
-        }
-        let synced = self.sync(e, p, fast, state)?;
-        Ok(match weights {
-            EvalWeights::Lookahead => synced.fast,
-            EvalWeights::Slow => synced.state[0].clone(),
-        })
-    }
-
-    fn final_values(
+    fn host_sync(
         &self,
         p: Param,
         fast: &[f64],
         state: &[Vec<f64>],
-        at_sync: bool,
-        weights: EvalWeights,
-    ) -> Result<Vec<f64>> {
+        _scalars: &[f64],
+    ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+        super::same_lengths(p, fast, state)?;
         let slow = state.first().ok_or_else(|| Error::Validation {
             graph: p.name.to_string(),
             reason: "Lookahead needs one state tensor (the slow weight)".into(),
         })?;
-        if !at_sync {
-            return Ok(match weights {
-                EvalWeights::Lookahead => fast.to_vec(),
-                EvalWeights::Slow => slow.clone(),
-            });
-        }
         // After a sync the fast and slow weights are equal.
-        if self.alpha == 1.0 {
-            return Ok(fast.to_vec());
-        }
-        self.host_sync(p, fast, slow)
+        let synced = if self.alpha == 1.0 {
+            fast.to_vec()
+        } else {
+            self.interpolate(p, fast, slow)?
+        };
+        Ok((synced.clone(), vec![synced]))
     }
 }
 
 impl Lookahead {
     /// `slow + alpha * (fast - slow)` element by element, each operation rounded to the type as
     /// the sync's Sub, Mul and Add nodes round it.
-    fn host_sync(&self, p: Param, fast: &[f64], slow: &[f64]) -> Result<Vec<f64>> {
+    fn interpolate(&self, p: Param, fast: &[f64], slow: &[f64]) -> Result<Vec<f64>> {
         let unsupported = || {
             Error::InvalidOption(format!(
                 "parameter {} has type {}, which Lookahead cannot interpolate",
@@ -241,33 +267,13 @@ impl Lookahead {
             ))
         };
         let alpha = stored_value(p.data_type, self.alpha).ok_or_else(unsupported)?;
-        let round = |x: f64| crate::io::values::round(p.data_type, x).unwrap_or(x);
-        if fast.len() != slow.len() {
-            return Err(Error::Validation {
-                graph: p.name.to_string(),
-                reason: format!(
-                    "{} values, but its slow weight has {}",
-                    fast.len(),
-                    slow.len()
-                ),
-            });
-        }
+        let round = super::rounder(p);
         Ok(fast
             .iter()
             .zip(slow)
             .map(|(&f, &s)| round(s + round(alpha * round(f - s))))
             .collect())
     }
-}
-
-fn slot<'s>(state: &'s [String], p: Param) -> Result<&'s str> {
-    state
-        .first()
-        .map(String::as_str)
-        .ok_or_else(|| Error::Validation {
-            graph: p.name.to_string(),
-            reason: "Lookahead needs one state tensor (the slow weight)".into(),
-        })
 }
 
 /// The value `alpha` takes once stored in a tensor of `data_type` (None: not a floating-point type).
@@ -314,7 +320,7 @@ mod tests {
         };
         let synced = Lookahead::new(5, 0.5)
             .unwrap()
-            .sync(&mut e, p, "W_new", &["S".into()])
+            .sync(&mut e, p, "W_new", &["S".into()], &[])
             .unwrap();
         let ops: Vec<String> = e
             .take_nodes()
@@ -333,7 +339,7 @@ mod tests {
         // alpha = 1: a copy, no arithmetic.
         let synced = Lookahead::new(5, 1.0)
             .unwrap()
-            .sync(&mut e, p, "W_new", &["S".into()])
+            .sync(&mut e, p, "W_new", &["S".into()], &[])
             .unwrap();
         assert_eq!(
             synced,
@@ -353,6 +359,7 @@ mod tests {
                 },
                 "H_new",
                 &["S".into()],
+                &[],
             )
             .unwrap_err();
         assert!(err.to_string().contains("rounds to 0 in float16"), "{err}");
@@ -366,19 +373,19 @@ mod tests {
             data_type: code::FLOAT,
         };
         let (fast, slow) = (vec![1.0, 3.0], vec![vec![0.0, 1.0]]);
-        for weights in [EvalWeights::Lookahead, EvalWeights::Slow] {
+        for weights in [EvalWeights::Current, EvalWeights::Averaged] {
             assert_eq!(
-                l.final_values(p, &fast, &slow, true, weights).unwrap(),
+                l.final_values(p, &fast, &slow, &[], true, weights).unwrap(),
                 vec![0.5, 2.0]
             );
         }
         assert_eq!(
-            l.final_values(p, &fast, &slow, false, EvalWeights::Lookahead)
+            l.final_values(p, &fast, &slow, &[], false, EvalWeights::Current)
                 .unwrap(),
             fast
         );
         assert_eq!(
-            l.final_values(p, &fast, &slow, false, EvalWeights::Slow)
+            l.final_values(p, &fast, &slow, &[], false, EvalWeights::Averaged)
                 .unwrap(),
             slow[0]
         );
@@ -389,7 +396,7 @@ mod tests {
         };
         let got = Lookahead::new(5, 0.8)
             .unwrap()
-            .final_values(h, &[1.0], &[vec![0.0]], true, EvalWeights::Lookahead)
+            .final_values(h, &[1.0], &[vec![0.0]], &[], true, EvalWeights::Current)
             .unwrap();
         assert_eq!(got, vec![0.7998046875]);
     }

@@ -223,7 +223,9 @@ impl Adapter for OrtArtifacts {
             &training,
             eval,
             options.alias,
-            options.eval_weights,
+            options
+                .eval_weights
+                .unwrap_or_else(|| scheme.default_eval_weights()),
             names,
         )?;
         let mut patches = Vec::new();
@@ -238,7 +240,7 @@ impl Adapter for OrtArtifacts {
             let mut patch = reset_adamw_state(
                 &self.set.optimizer.model,
                 &self.set.optimizer.path,
-                scheme.period(),
+                scheme.schedule().period,
                 optimizer_step(&self.set.checkpoint),
                 names,
             )?;
@@ -253,6 +255,7 @@ impl Adapter for OrtArtifacts {
             }),
             wrapped: injection.wrapped,
             counters: vec![injection.counter],
+            shared: injection.shared,
             new_state: injection.new_state,
         })
     }

@@ -28,7 +28,7 @@ pub(super) fn unwind(
     options: &FinalizeOptions,
 ) -> Result<Unwound> {
     let record = required_record(recorded, &set.training.path)?;
-    let scheme = crate::scheme::from_record(record)?;
+    let scheme = record.scheme()?;
     let (mut checkpoint, path) = match &options.checkpoint {
         Some(path) => (read_checkpoint(path)?, path.clone()),
         None => (set.checkpoint.clone(), set.dir.join(set.files.checkpoint())),
@@ -37,7 +37,17 @@ pub(super) fn unwind(
         path: path.clone(),
         reason,
     };
-    let at_sync = counter_position(&checkpoint, record, &path)? == scheme.period();
+    let at_sync = counter_position(&checkpoint, record, &path)?.pending;
+    let shared = record
+        .shared
+        .iter()
+        .map(|s| match checkpoint.values_of(s).as_deref() {
+            Ok([value]) => Ok(*value),
+            _ => Err(not_ours(format!(
+                "its averaging state {s} is missing or not one value"
+            ))),
+        })
+        .collect::<Result<Vec<f64>>>()?;
     // A checkpoint from other artifacts (other shapes or types) would give a set whose files
     // disagree.
     if let Some(disagreement) = disagreement(set, &checkpoint, &path) {
@@ -60,9 +70,9 @@ pub(super) fn unwind(
             .parameter(&p.name)
             .map(|t| t.data_type)
             .ok_or_else(|| not_ours(format!("it holds no parameter {}", p.name)))?;
-        let new_data = match (at_sync, options.weights) {
-            (false, EvalWeights::Lookahead) => continue,
-            (false, EvalWeights::Slow) => checkpoint
+        let new_data = match (at_sync, options.weights.unwrap_or(record.eval_weights)) {
+            (false, EvalWeights::Current) => continue,
+            (false, EvalWeights::Averaged) => checkpoint
                 .parameter(&p.state[0])
                 .map(|s| s.data.clone())
                 .ok_or_else(|| not_ours(format!("it holds no {}", p.state[0])))?,
@@ -74,7 +84,7 @@ pub(super) fn unwind(
                     data_type,
                     &fast,
                     &state,
-                    true,
+                    &shared,
                     weights,
                 )?)
             }
@@ -114,6 +124,7 @@ pub(super) fn unwind(
         checkpoint: Some(checkpoint),
         nominal,
         changed,
+        weights: options.weights.unwrap_or(record.eval_weights),
     })
 }
 

@@ -240,13 +240,17 @@ pub(crate) fn with_new_state(
     }
     if let Some(record) = record {
         let bag = &mut checkpoint.property_bag;
-        if let Some(k) = record.setting_u64("k").and_then(|k| i64::try_from(k).ok()) {
+        if let Some(k) = record.settings.get("k").and_then(serde_json::Value::as_i64) {
             bag.ints.push(Property {
                 name: META_K.into(),
                 value: k,
             });
         }
-        if let Some(alpha) = record.setting_f64("alpha") {
+        if let Some(alpha) = record
+            .settings
+            .get("alpha")
+            .and_then(serde_json::Value::as_f64)
+        {
             bag.floats.push(Property {
                 name: META_ALPHA.into(),
                 value: alpha as f32,

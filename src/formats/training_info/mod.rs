@@ -413,11 +413,6 @@ impl Adapter for TrainingInfoModel {
         options: &RewriteOptions,
         names: &mut NameGenerator,
     ) -> Result<Plan> {
-        if options.eval_weights != EvalWeights::default() {
-            return Err(Error::InvalidOption(
-                "--eval-weights applies to ONNX Runtime artifacts: a training_info model is evaluated through its main graph, which reads the weights themselves (finalize --weights slow gives a model at the slow weights)".into(),
-            ));
-        }
         let mut initializers: HashMap<&str, &TensorProto> = HashMap::new();
         for t in self.file.model.graph.iter().flat_map(|g| &g.initializer) {
             initializers.entry(t.name()).or_insert(t);
@@ -453,6 +448,7 @@ impl Adapter for TrainingInfoModel {
             mode: Some(Mode::TrainingInfo),
             wrapped: injection.wrapped,
             counters: injection.counters,
+            shared: injection.shared,
             new_state: Vec::new(),
         })
     }
@@ -476,7 +472,7 @@ impl Adapter for TrainingInfoModel {
         // Lookahead weights are the weights. The slow weights are the state tensors.
         let mut model = reverted(&self.file.model)?;
         let mut changed = Vec::new();
-        if options.weights == EvalWeights::Slow {
+        if options.weights.unwrap_or(record.eval_weights) == EvalWeights::Averaged {
             let mut state: HashMap<&str, &TensorProto> = HashMap::new();
             for info in &self.file.model.training_info {
                 for t in info.algorithm.iter().flat_map(|g| &g.initializer) {
@@ -496,6 +492,7 @@ impl Adapter for TrainingInfoModel {
         Ok(Unwound {
             models: vec![(String::new(), model)],
             changed,
+            weights: options.weights.unwrap_or(record.eval_weights),
             ..Unwound::default()
         })
     }

@@ -47,6 +47,7 @@ fn report(names: &[String]) -> Report {
         format: "ort-artifacts".into(),
         input: "/tmp/in\"put\\dir".into(),
         optimizer: Some("Adam\"W".into()),
+        averaging: None,
         lookahead: Some(LookaheadReport {
             k: 5,
             alpha: 0.5,

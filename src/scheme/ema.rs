@@ -1,0 +1,203 @@
+//! An exponential moving average of the weights (timm `ModelEmaV3`, Keras `use_ema`, torch
+//! `AveragedModel` with `get_ema_multi_avg_fn`, TF `ExponentialMovingAverage`): the average starts
+//! as the initial weights; after optimizer step t with t % every == 0,
+//! `ema <- decay * ema + (1 - decay) * p_t`. Training continues from p; only evaluation and
+//! exports read the average (by default).
+
+use serde_json::{Map, Value, json};
+
+use super::registry::{OptionId, SchemeEntry, SchemeOptions, setting};
+use super::{EvalWeights, Param, Schedule, Scheme, Synced};
+use crate::error::{Error, Result};
+use crate::graph::emit::Emitter;
+
+pub const ENTRY: SchemeEntry = SchemeEntry {
+    name: "ema",
+    options: &[OptionId::Decay, OptionId::Every],
+    from_options: |o: &SchemeOptions| {
+        let decay = o.decay.ok_or_else(|| {
+            Error::InvalidOption("the ema scheme needs --decay D (0 < D < 1), e.g. 0.999".into())
+        })?;
+        Ok(Box::new(Ema::new(decay, o.every.unwrap_or(1))?))
+    },
+    from_settings: |settings| {
+        let decay = setting(settings, "decay", Value::as_f64)?;
+        let every = setting(settings, "every", Value::as_u64)?;
+        Ok(Box::new(Ema::new(decay, every)?))
+    },
+};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ema {
+    pub decay: f64,
+    pub every: u64,
+}
+
+impl Ema {
+    pub fn new(decay: f64, every: u64) -> Result<Self> {
+        if !(decay.is_finite() && decay > 0.0 && decay < 1.0) {
+            return Err(Error::InvalidOption(format!(
+                "decay must satisfy 0 < decay < 1, got {decay:?}"
+            )));
+        }
+        if every < 1 {
+            return Err(Error::InvalidOption(format!(
+                "every must be an integer >= 1, got {every}"
+            )));
+        }
+        Ok(Ema { decay, every })
+    }
+
+    /// (decay, 1 - decay) as the parameter's type stores them.
+    fn weights(&self, p: Param) -> Result<(f64, f64)> {
+        Ok((
+            super::stored_fraction(p, self.decay, "decay", false)?,
+            super::stored_fraction(p, 1.0 - self.decay, "1 - decay", false)?,
+        ))
+    }
+}
+
+impl Scheme for Ema {
+    fn name(&self) -> &'static str {
+        ENTRY.name
+    }
+
+    fn describe(&self) -> String {
+        format!("EMA decay={} every={}", self.decay, self.every)
+    }
+
+    fn update_lines(&self) -> Vec<String> {
+        vec![format!("ema ← D·ema + (1 − D)·weight, D = {}", self.decay)]
+    }
+
+    fn settings(&self) -> Map<String, Value> {
+        let mut settings = Map::new();
+        settings.insert("decay".into(), json!(self.decay));
+        settings.insert("every".into(), json!(self.every));
+        settings
+    }
+
+    fn schedule(&self) -> Schedule {
+        Schedule::every(self.every)
+    }
+
+    fn default_eval_weights(&self) -> EvalWeights {
+        EvalWeights::Averaged
+    }
+
+    fn state_slots(&self) -> &'static [&'static str] {
+        &["ema"]
+    }
+
+    fn sync(
+        &self,
+        e: &mut Emitter,
+        p: Param,
+        fast: &str,
+        state: &[String],
+        _scalars: &[String],
+    ) -> Result<Synced> {
+        let ema = super::slot(state, 0, p)?;
+        let decay = super::fraction_constant(e, p, self.decay, ("decay", "decay"), false)?;
+        let rest = super::fraction_constant(
+            e,
+            p,
+            1.0 - self.decay,
+            ("1 - decay", "one_minus_decay"),
+            false,
+        )?;
+        let kept = e.op("Mul", &[&decay, ema], &format!("ema_kept__{}", p.name));
+        let taken = e.op("Mul", &[&rest, fast], &format!("ema_taken__{}", p.name));
+        let ema_new = e.op("Add", &[&kept, &taken], &format!("ema_new__{}", p.name));
+        Ok(Synced {
+            fast: fast.to_string(),
+            state: vec![ema_new],
+        })
+    }
+
+    fn host_sync(
+        &self,
+        p: Param,
+        fast: &[f64],
+        state: &[Vec<f64>],
+        _scalars: &[f64],
+    ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+        super::same_lengths(p, fast, state)?;
+        let ema = state.first().ok_or_else(|| Error::Validation {
+            graph: p.name.to_string(),
+            reason: "EMA needs one state tensor (the average)".into(),
+        })?;
+        let (decay, rest) = self.weights(p)?;
+        let round = super::rounder(p);
+        let ema_new = ema
+            .iter()
+            .zip(fast)
+            .map(|(&a, &x)| round(round(decay * a) + round(rest * x)))
+            .collect();
+        Ok((fast.to_vec(), vec![ema_new]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::names::NameGenerator;
+    use crate::io::dtype::code;
+
+    const W: Param = Param {
+        name: "W",
+        data_type: code::FLOAT,
+    };
+
+    #[test]
+    fn options_are_validated() {
+        assert!(Ema::new(0.999, 1).is_ok());
+        for (decay, every) in [(0.0, 1), (1.0, 1), (-0.5, 1), (f64::NAN, 1), (0.9, 0)] {
+            assert!(Ema::new(decay, every).is_err(), "{decay} {every}");
+        }
+    }
+
+    #[test]
+    fn an_update_blends_the_average_and_leaves_the_weight() {
+        let mut names = NameGenerator::empty();
+        let mut e = Emitter::new(&mut names, "x__");
+        let ema = Ema::new(0.75, 2).unwrap();
+        let synced = ema.sync(&mut e, W, "W_new", &["A".into()], &[]).unwrap();
+        assert_eq!(synced.fast, "W_new");
+        let ops: Vec<String> = e
+            .take_nodes()
+            .iter()
+            .map(|n| format!("{}({})", n.op_type(), n.input.join(",")))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "Mul(x__decay,A)",
+                "Mul(x__one_minus_decay,W_new)",
+                "Add(x__ema_kept__W,x__ema_taken__W)"
+            ]
+        );
+        let (fast, state) = ema.host_sync(W, &[4.0], &[vec![0.0]], &[]).unwrap();
+        assert_eq!((fast, state), (vec![4.0], vec![vec![1.0]]));
+        // Evaluation at a pending update sees it; the current weights are the weight.
+        let at = |w| {
+            ema.final_values(W, &[4.0], &[vec![0.0]], &[], true, w)
+                .unwrap()
+        };
+        assert_eq!(at(EvalWeights::Averaged), vec![1.0]);
+        assert_eq!(at(EvalWeights::Current), vec![4.0]);
+    }
+
+    #[test]
+    fn a_decay_the_type_cannot_hold_is_refused() {
+        let h = Param {
+            name: "H",
+            data_type: code::FLOAT16,
+        };
+        let err = Ema::new(0.99999, 1)
+            .unwrap()
+            .host_sync(h, &[1.0], &[vec![0.0]], &[])
+            .unwrap_err();
+        assert!(err.to_string().contains("rounds to 1 in float16"), "{err}");
+    }
+}
