@@ -40,30 +40,39 @@ def rewrite(
     input: PathLike,
     output: PathLike,
     *,
-    k: int = 5,
-    alpha: float = 0.5,
+    scheme: str = "lookahead",
+    k: Optional[int] = None,
+    alpha: Optional[float] = None,
+    decay: Optional[float] = None,
+    every: Optional[int] = None,
+    swa_start: Optional[int] = None,
     force: bool = False,
     allow_lossy: bool = False,
     parallel_safe: bool = False,
-    eval_weights: str = "lookahead",
+    eval_weights: Optional[str] = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
-    inner_state: str = "keep",
+    inner_state: Optional[str] = None,
     target_ort: Optional[str] = None,
     ort_format: Optional[bool] = None,
 ) -> Dict[str, Any]:
-    """Writes a Lookahead version of ``input`` to ``output`` and returns what it did.
+    """Writes a Lookahead (or EMA, SWA) version of ``input`` to ``output`` and returns what it did.
 
     ``input`` is an ONNX Runtime training artifacts directory or a model with training_info;
     ``output`` a directory or a file accordingly (staged and renamed into place; it may not
     overlap the input; an existing one is replaced only with ``force`` and only if it is an
-    earlier output of the same kind). ``k``: sync period (>= 1); ``alpha``: slow-weight step
-    (0 < alpha <= 1). ``allow_lossy``: write even if fields unknown to the ONNX schema would be
-    dropped. ``parallel_safe``: artifacts that also run with ORT_PARALLEL. ``eval_weights``:
-    ``"lookahead"`` or ``"slow"``, the weights evaluation and export read (ORT artifacts).
+    earlier output of the same kind). ``scheme``: ``"lookahead"`` (default), ``"ema"`` or ``"swa"``.
+    Lookahead: ``k`` sync period (>= 1, default 5); ``alpha`` slow-weight step (0 < alpha <= 1,
+    default 0.5). EMA: ``decay`` (0 < decay < 1, required), ``every`` (update every N steps,
+    default 1). SWA: ``swa_start`` (the step of the first sample, >= 1, required), ``every``
+    (default 1). An option of another scheme is refused. ``allow_lossy``: write even if fields
+    unknown to the ONNX schema would be dropped. ``parallel_safe``: artifacts that also run with
+    ORT_PARALLEL. ``eval_weights``: ``"current"`` or ``"averaged"`` (Lookahead also
+    ``"lookahead"``/``"slow"``), the weights evaluation, export and the training_info runtime's
+    ``run_inference`` read; default: current for Lookahead, averaged for EMA and SWA.
     ``include`` / ``exclude``: glob patterns (``*``, ``?``, ``[...]``) of trainable parameter names
     to wrap (default: all) and to leave to the inner optimizer alone. ``inner_state``: what a
-    sync does to the inner optimizer's state: ``"keep"`` (the paper), ``"reset"`` (restart it, as
+    sync does to the inner optimizer's state (Lookahead only): ``"keep"`` (the paper, default), ``"reset"`` (restart it, as
     optax's ``reset_state``) or ``"pullback"`` (interpolate the momentum like the weights, as the
     authors' code). ``target_ort``: an ONNX Runtime training release (``"1.16"``, ``"1.17"``,
     ``"1.18"``, ``"1.19"``) to write the artifacts for: checkpoint format, IR version and unused
@@ -77,28 +86,42 @@ def rewrite(
     models; ``True``: always (refused for other inputs and without onnxruntime-training);
     ``False``: never (an input's copy then goes only with a model written as it was).
 
-    Returns ``{"format", "output", "optimizer", "k", "alpha", "wrapped_parameters",
-    "injected_nodes", "state_bytes", "notes", "ort_format"}`` (``ort_format``: the ORT-format files
-    written).
+    Returns ``{"format", "output", "optimizer", "scheme", "settings", "wrapped_parameters",
+    "injected_nodes", "state_bytes", "notes", "ort_format"}`` plus the settings themselves
+    (Lookahead: ``"k"``, ``"alpha"``); ``scheme`` describes the scheme with its settings,
+    ``ort_format`` lists the ORT-format files written.
     """
-    _check_int("k", k)
-    summary = _native.rewrite(
-        os.fspath(input),
-        os.fspath(output),
-        k,
-        _float("alpha", alpha),
-        bool(force),
-        bool(allow_lossy),
-        bool(parallel_safe),
-        str(eval_weights),
-        _patterns("include", include),
-        _patterns("exclude", exclude),
-        str(inner_state),
-        _release(target_ort),
-        _ort_format_flag(ort_format),
-        Converter(),
+    for name, value in (("k", k), ("every", every), ("swa_start", swa_start)):
+        if value is not None:
+            _check_int(name, value)
+    options = {
+        "scheme": str(scheme),
+        "k": k,
+        "alpha": None if alpha is None else _float("alpha", alpha),
+        "decay": None if decay is None else _float("decay", decay),
+        "every": every,
+        "swa_start": swa_start,
+        "inner_state": None if inner_state is None else str(inner_state),
+    }
+    summary = json.loads(
+        _native.rewrite(
+            os.fspath(input),
+            os.fspath(output),
+            options,
+            bool(force),
+            bool(allow_lossy),
+            bool(parallel_safe),
+            None if eval_weights is None else str(eval_weights),
+            _patterns("include", include),
+            _patterns("exclude", exclude),
+            _release(target_ort),
+            _ort_format_flag(ort_format),
+            Converter(),
+        )
     )
-    return json.loads(summary)
+    for key, value in summary["settings"].items():
+        summary.setdefault(key, value)
+    return summary
 
 
 def inspect(path: PathLike) -> Dict[str, Any]:
@@ -126,7 +149,7 @@ def finalize(
     input: PathLike,
     output: PathLike,
     *,
-    weights: str = "lookahead",
+    weights: Optional[str] = None,
     checkpoint: Optional[PathLike] = None,
     force: bool = False,
     target_ort: Optional[str] = None,
@@ -136,8 +159,9 @@ def finalize(
 
     ``input``: rewritten artifacts (``checkpoint``: one saved during training; default: the
     artifacts' own), a rewritten training_info model, or an inference model exported from
-    rewritten artifacts. ``weights``: ``"lookahead"`` (the weights the model evaluates at, a
-    pending sync applied) or ``"slow"``. ``target_ort``: as for :func:`rewrite`, the ONNX Runtime
+    rewritten artifacts. ``weights``: ``"current"`` (the weights training continues from, a
+    pending update applied) or ``"averaged"`` (the scheme's average; Lookahead: also
+    ``"lookahead"``/``"slow"``); default: the weights the rewrite's evaluation reads. ``target_ort``: as for :func:`rewrite`, the ONNX Runtime
     training release the plain set is written for. ``ort_format``: as for :func:`rewrite`, the
     ORT format of every model of the plain set. Returns ``{"format", "output", "weights",
     "changed_parameters", "notes", "ort_format"}``.
@@ -145,7 +169,7 @@ def finalize(
     summary = _native.finalize(
         os.fspath(input),
         os.fspath(output),
-        str(weights),
+        None if weights is None else str(weights),
         None if checkpoint is None else os.fspath(checkpoint),
         bool(force),
         _release(target_ort),
@@ -192,6 +216,6 @@ def _check_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise Error(f"invalid option: {name} must be an integer, got {value!r}")
     if value < 1:
-        raise Error(f"invalid option: {name} (sync period) must be an integer >= 1, got {value}")
+        raise Error(f"invalid option: {name} must be an integer >= 1, got {value}")
     if value >= 2**64:
         raise Error(f"invalid option: {name} must be at most {2**64 - 1}, got {value}")

@@ -23,9 +23,9 @@ import shutil
 import sys
 import tempfile
 import types
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
-from . import Error, PathLike, finalize
+from . import Error, PathLike, _native, finalize
 from ._runtime import require_training_api
 
 # Fail here, with the fix, rather than at the first call deep inside ONNX Runtime.
@@ -58,53 +58,82 @@ def record(state: Any) -> Dict[str, Any]:
 
 
 def sync_parameters(state: Any) -> bool:
-    """Applies a pending sync to the ``CheckpointState`` in place; returns whether one was pending.
+    """Applies a pending update of the averaging scheme to the ``CheckpointState`` in place;
+    returns whether one was pending.
 
-    Right after a sync step (the k-th inner step of a cycle) the rewritten training graph performs
-    the sync at the next training forward, so until then ``state.parameters`` (and
-    ``Module.get_contiguous_parameters``, ``copy_parameters_to``...) hold the fast weights. This
-    computes ``slow + alpha * (fast - slow)`` as the graph would (same operations and rounding, in
-    the parameters' own type) and writes it into both the parameter and its slow weight. Safe at
-    any step and idempotent: when nothing is pending nothing changes, and once applied the graph's
-    own sync at the next forward leaves the (equal) weights as they are.
+    Right after an update step (Lookahead: the k-th inner step of a cycle) the rewritten training
+    graph performs the update at the next training forward, so until then ``state.parameters``
+    (and ``Module.get_contiguous_parameters``, ``copy_parameters_to``...) hold the weights before
+    it (Lookahead: the fast weights, not yet synced; EMA/SWA: the average without the last
+    step). This applies it as the graph would (the scheme's arithmetic, computed by the same Rust
+    code that builds the graph, with the graph's operations and rounding in the parameters' own
+    type), writes the new weights and averages, and marks the update done, so the next forward
+    does not apply it again. Safe at any step: when nothing is pending nothing changes.
     """
     import numpy as np
 
     rec = record(state)
-    if rec.get("scheme") != "lookahead":
-        raise Error(f"the checkpoint was rewritten for {rec.get('scheme')!r}, which this version does not know")
-    k, alpha = rec["settings"]["k"], rec["settings"]["alpha"]
+    text = json.dumps(rec)
+    first, _, after_update = _native.schedule(text)
     counter = rec["counters"][0]
     parameters = state.parameters
-    if float(np.asarray(parameters[counter].data).reshape(-1)[0]) != float(k):
+    if float(np.asarray(parameters[counter].data).reshape(-1)[0]) != float(first):
         return False
+    shared_names = rec.get("shared", [])
+    shared = [float(np.asarray(parameters[n].data).reshape(-1)[0]) for n in shared_names]
+    scalars, shared_new = _native.host_prepare(text, shared)
+    updates = {}
     for wrapped in rec["parameters"]:
-        name, slow_name = wrapped["name"], wrapped["state"][0]
+        name, state_names = wrapped["name"], wrapped["state"]
         fast = np.asarray(parameters[name].data)
-        slow = np.asarray(parameters[slow_name].data)
-        if alpha == 1.0:
-            synced = fast.copy()
-        else:
-            a = fast.dtype.type(alpha)
-            synced = (slow + (a * (fast - slow)).astype(fast.dtype)).astype(fast.dtype)
-        parameters[name] = synced
-        parameters[slow_name] = synced
+        kept = [np.asarray(parameters[s].data) for s in state_names]
+        new_fast, new_state = _native.host_sync(
+            text,
+            name,
+            _onnx_type(fast.dtype),
+            fast.astype(np.float64).tobytes(),
+            [s.astype(np.float64).tobytes() for s in kept],
+            scalars,
+        )
+        updates[name] = _values(new_fast, fast)
+        for s, old, new in zip(state_names, kept, new_state):
+            updates[s] = _values(new, old)
+    for name, value in updates.items():
+        parameters[name] = value
+    for name, value in zip(shared_names, shared_new):
+        parameters[name] = np.full((1,), value, dtype=np.float32)
+    parameters[counter] = np.full((1,), after_update, dtype=np.float32)
     return True
+
+
+def _onnx_type(dtype: Any) -> int:
+    import numpy as np
+
+    types = {np.dtype(np.float32): 1, np.dtype(np.float16): 10, np.dtype(np.float64): 11}
+    if np.dtype(dtype) not in types:
+        raise Error(f"parameters of type {dtype} cannot be averaged")
+    return types[np.dtype(dtype)]
+
+
+def _values(raw: bytes, like: Any) -> Any:
+    import numpy as np
+
+    return np.frombuffer(raw, dtype=np.float64).astype(like.dtype).reshape(like.shape)
 
 
 def export_for_inference(
     module: Any,
     path: PathLike,
     output_names: Sequence[str],
-    weights: str = "lookahead",
+    weights: Optional[str] = None,
     force: bool = False,
 ) -> Dict[str, Any]:
     """Exports a plain inference model of a ``Module`` over rewritten artifacts to ``path``.
 
     ``Module.export_model_for_inferencing`` writes the eval graph with the Lookahead state; this
     exports it to a temporary folder beside ``path`` and finalizes it there: no Lookahead
-    initializer, input, node or metadata is left, and the weights are the Lookahead weights (any
-    pending sync applied) or, with ``weights="slow"``, the slow weights. Returns
+    initializer, input, node or metadata is left, and the weights are those evaluation reads (the
+    default), ``weights="current"`` (any pending update applied) or ``weights="averaged"``. Returns
     :func:`onnx_lookahead.finalize`'s summary.
     """
     destination = os.path.abspath(os.fspath(path))

@@ -57,7 +57,7 @@ def test_api_results_are_the_command_lines(fixture, lookahead_cli, tmp_path):
     assert api_report == cli_report
     plain = tmp_path / f"plain{suffix}"
     result = onnx_lookahead.finalize(str(by_api), plain, weights="slow")
-    assert result["weights"] == "slow" and Path(result["output"]) == plain
+    assert result["weights"] == "averaged" and Path(result["output"]) == plain
     assert onnx_lookahead.inspect(plain)["lookahead"] is None
 
 
@@ -176,7 +176,7 @@ def test_federated_round(opt, stock_artifacts, tmp_path):
     state = client.state
     stale = {n: np.array(state.parameters[n].data) for n in spec.trainable}
     assert ort.sync_parameters(state) is True
-    assert ort.sync_parameters(state) is True  # idempotent: the same weights again
+    assert ort.sync_parameters(state) is False  # applied: the counter says no update is pending
     sent = {n: np.array(state.parameters[n].data) for n in spec.trainable}
     gap = max(np.abs(stale[n] - ref.params[-1][n]).max() for n in spec.trainable)
     assert gap > 1e-4, "without the sync the client would send its fast weights"
@@ -213,7 +213,7 @@ def test_export_for_inference_gives_a_plain_model(stock_artifacts, tmp_path):
     for weights, params in [("lookahead", ref.params[-1]), ("slow", {**ref.params[-1], **ref.slow[-1]})]:
         out = tmp_path / f"model_{weights}.onnx"
         summary = ort.export_for_inference(loop.module, out, [spec.output_name], weights=weights)
-        assert summary["weights"] == weights
+        assert summary["weights"] == {"lookahead": "current", "slow": "averaged"}[weights]  # named by its canonical id
         model = onnx.load(str(out))
         onnx.checker.check_model(model, full_check=True)
         assert not [t.name for t in model.graph.initializer if t.name.startswith("lookahead__")]

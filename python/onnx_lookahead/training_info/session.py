@@ -199,6 +199,8 @@ class TrainingSession:
         self._inference = _Runner(_model_with_graph(self.model, inference_graph), backend, "ModelProto.graph", providers)
         self._inference_state = [n for n in self._inference.input_names if n in set(main_state)]
         self._inference_feeds = [n for n in self._inference.input_names if n not in set(main_state)]
+        self._averaged = _averaged_weights(self.model)
+        self.eval_weights = _recorded_eval_weights(self.model)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -299,13 +301,23 @@ class TrainingSession:
         self.step_count += 1
         return results
 
-    def run_inference(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Run ModelProto.graph alone with the weights of the current state."""
+    def run_inference(self, feeds: Mapping[str, np.ndarray], weights: Optional[str] = None) -> Dict[str, np.ndarray]:
+        """Run ModelProto.graph alone with the weights of the current state.
+
+        ``weights``: ``"current"`` (the weights training continues from) or ``"averaged"`` (the
+        average an onnx-lookahead rewrite keeps: Lookahead's slow weights, the EMA, SWA); default:
+        what the rewrite chose for evaluation (``eval_weights``), else the current weights.
+        """
         unknown = [name for name in feeds if name not in self._inference_feeds]
         if unknown:
             raise KeyError(f"unknown feed(s) {unknown}; ModelProto.graph takes {self._inference_feeds}")
+        weights = self.eval_weights if weights is None else _weights_id(weights)
+        if weights == "averaged" and not self._averaged:
+            raise ValueError("the model keeps no averaged weights (it was not rewritten by onnx-lookahead)")
         inputs = {name: np.asarray(value) for name, value in feeds.items()}
-        inputs.update({name: self._state[name] for name in self._inference_state})
+        for name in self._inference_state:
+            source = self._averaged.get(name, name) if weights == "averaged" else name
+            inputs[name] = self._state[source]
         return self._inference.run(inputs)
 
     def to_model(self) -> ModelProto:
@@ -323,3 +335,34 @@ class TrainingSession:
                 if tensor.name in self._state:
                     tensor.CopyFrom(numpy_helper.from_array(self._state[tensor.name], tensor.name))
         return model
+
+
+_RECORD = "onnx_lookahead.record"
+
+
+def _record(model: ModelProto) -> dict:
+    import json
+
+    for prop in model.metadata_props:
+        if prop.key == _RECORD:
+            try:
+                return json.loads(prop.value)
+            except ValueError:
+                return {}
+    return {}
+
+
+def _weights_id(name: str) -> str:
+    aliases = {"current": "current", "lookahead": "current", "averaged": "averaged", "slow": "averaged"}
+    if name not in aliases:
+        raise ValueError(f'weights must be "current" or "averaged", got {name!r}')
+    return aliases[name]
+
+
+def _recorded_eval_weights(model: ModelProto) -> str:
+    return _weights_id(_record(model).get("eval_weights", "current"))
+
+
+def _averaged_weights(model: ModelProto) -> Dict[str, str]:
+    """Each wrapped weight's averaged state tensor (the first of its state), by weight name."""
+    return {p["name"]: p["state"][0] for p in _record(model).get("parameters", []) if p.get("state")}
