@@ -13,6 +13,7 @@ pub mod unwind;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::graph::NodeRef;
 use crate::graph::names::NameGenerator;
 use crate::graph::patch::ModelPatch;
 use crate::graph::validate::Validated;
@@ -23,7 +24,6 @@ use crate::io::model::ModelFile;
 use crate::io::output::{InputPaths, check_output};
 use crate::options::{FinalizeOptions, RewriteOptions};
 use crate::record::{Mode, Recorded, RewriteRecord, WrappedParameter};
-use crate::report::NodeRef;
 use crate::scheme::Scheme;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,3 +11,11 @@ pub mod patch;
 pub mod revert;
 pub mod scope;
 pub mod validate;
+
+/// A node found in a model: the graph it is in (as reports name graphs), its name and operator.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct NodeRef {
+    pub graph: String,
+    pub name: String,
+    pub op_type: String,
+}

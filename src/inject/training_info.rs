@@ -23,7 +23,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::formats::training_info::InnerBinding;
 use crate::generated::onnx::{ModelProto, TensorProto, ValueInfoProto, tensor_proto::DataType};
 use crate::graph::build::{self, Node};
 use crate::graph::emit::Emitter;
@@ -34,6 +33,17 @@ use crate::scheme::inner_state::zeros_of_shape;
 use crate::scheme::{InnerSlot, Param, Scheme};
 
 use super::{NAME_PREFIX, branch_output, if_node};
+
+/// An inner-optimizer state tensor bound back by update_binding: `key` is the optimizer's state
+/// input, `update_value` its new value (as before any rewrite).
+#[derive(Debug, Clone)]
+pub struct InnerBinding {
+    pub slot: InnerSlot,
+    pub key: String,
+    pub update_value: String,
+    pub data_type: i32,
+    pub dims: Vec<i64>,
+}
 
 /// A weight to wrap, as the adapter's analysis found it.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ pub mod draw;
 mod text;
 pub mod wiring;
 
-pub use text::human_bytes;
+pub use crate::io::human_bytes;
 
 use std::collections::HashSet;
 
@@ -116,12 +116,7 @@ pub struct ParameterReport {
     pub bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct NodeRef {
-    pub graph: String,
-    pub name: String,
-    pub op_type: String,
-}
+pub use crate::graph::NodeRef;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GraphReport {

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::formats::ort_checkpoint::counter_position;
 use crate::formats::{Analysis, Format, Parameter, model_refusals};
 use crate::generated::onnx::GraphProto;
+use crate::graph::NodeRef;
 use crate::graph::build::MS_DOMAIN;
 use crate::graph::dataflow::{Dataflow, nodes_of_type};
 use crate::graph::names::NameGenerator;
@@ -25,7 +26,6 @@ use crate::inject::ort::{ACCUMULATION_OUT_SUFFIX, LAZY_RESET_GRAD, TrainableInpu
 use crate::io::external_data::check_external_data;
 use crate::io::tensor_check::check_model_tensors;
 use crate::record::Recorded;
-use crate::report::NodeRef;
 
 /// Optimizer operators the ORT training API runs, and the names users know them by.
 const OPTIMIZERS: [(&str, &str); 2] = [("AdamWOptimizer", "AdamW"), ("SGDOptimizerV2", "SGD")];

@@ -94,7 +94,7 @@ pub(super) fn retarget_checkpoints(
     if release.checkpoint_format == 1 && layout == ExternalDataLayout::ModuleStateExternal {
         return Err(refuse(format!(
             "{name} with the slow weights holds {} of tensors, which needs an external data file, and checkpoint format 1 (ONNX Runtime {}) cannot refer to one",
-            crate::report::human_bytes(checkpoint.inline_data_bytes()),
+            crate::io::human_bytes(checkpoint.inline_data_bytes()),
             release.id
         )));
     }

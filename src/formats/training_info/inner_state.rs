@@ -12,16 +12,7 @@ use crate::scheme::{InnerSlot, Scheme};
 /// A tensor's element type and shape, by name (None: unknown).
 pub(super) type TypeOf<'a> = dyn Fn(&str) -> Option<(i32, Vec<i64>)> + 'a;
 
-/// An inner-optimizer state tensor bound back by update_binding: `key` is the optimizer's state
-/// input, `update_value` its new value (as before any rewrite).
-#[derive(Debug, Clone)]
-pub struct InnerBinding {
-    pub slot: InnerSlot,
-    pub key: String,
-    pub update_value: String,
-    pub data_type: i32,
-    pub dims: Vec<i64>,
-}
+pub use crate::inject::training_info::InnerBinding;
 
 /// The state slots of an optimizer operator for its `j`-th of `n` weights: (slot, input index,
 /// output index).

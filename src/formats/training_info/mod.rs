@@ -17,6 +17,7 @@ use crate::formats::{
     write_model_file,
 };
 use crate::generated::onnx::{GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::graph::NodeRef;
 use crate::graph::dataflow::{Dataflow, same_domain};
 use crate::graph::names::NameGenerator;
 use crate::graph::validate::{Validated, validate_model};
@@ -26,7 +27,6 @@ use crate::io::model::ModelFile;
 use crate::io::tensor_check::check_model_tensors;
 use crate::options::{FinalizeOptions, RewriteOptions};
 use crate::record::{Mode, Recorded, RewriteRecord};
-use crate::report::NodeRef;
 use crate::scheme::{EvalWeights, Scheme};
 
 mod inner_state;
