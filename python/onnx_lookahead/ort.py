@@ -14,6 +14,8 @@ fix otherwise (the ``[ort]`` extra; Python 3.9 to 3.12, the last training releas
   example on a federated-learning client that sends its weights after its local steps).
 - :func:`export_for_inference`: ``Module.export_model_for_inferencing`` followed by
   :func:`onnx_lookahead.finalize`: a plain inference model at the Lookahead or slow weights.
+- :func:`update_bn`: recomputes the BatchNorm running statistics for the weights evaluation reads
+  (the average, for EMA and SWA) with a pass over data, as torch's ``swa_utils.update_bn``.
 """
 from __future__ import annotations
 
@@ -144,3 +146,149 @@ def export_for_inference(
         return finalize(exported, destination, weights=weights, force=force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def update_bn(
+    module: Any,
+    state: Any,
+    training_model: PathLike,
+    batches: Any,
+    weights: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Recomputes the BatchNorm running statistics of a ``Module`` for the weights it evaluates
+    with, by a pass over ``batches`` (torch's ``swa_utils.update_bn``).
+
+    The rewrite averages trainable parameters only. BatchNorm running means and variances are
+    frozen checkpoint parameters that the training graph itself updates at every training forward
+    (ONNX ``BatchNormalization`` in training mode, ``momentum`` m:
+    ``running = m * running + (1 - m) * batch statistic``), from the batch statistics of the
+    weights training runs at. The averaged weights (EMA, SWA, Lookahead's slow weights) never ran
+    a forward, so the statistics stored beside them belong to other weights. This runs the
+    training graph's forward (and, unavoidably, its backward) once per batch with the chosen
+    weights loaded, and stores in every running statistic the plain average over the batches of
+    that batch's statistic: the mean, and the variance as ONNX Runtime computes it (the biased,
+    population variance of the batch; torch's running_var uses the unbiased one), what
+    ``update_bn`` computes in torch with ``momentum=None``. Each BatchNorm node's momentum is read
+    from ``training_model`` (the graph's attribute cannot be changed without editing the graph):
+    the statistic is set to 0 before each forward and the batch's value recovered as
+    ``running / (1 - m)``.
+
+    ``module``: the ``Module`` over ``training_model`` and ``state``; ``batches``: an iterable of
+    what ``module(*batch)`` takes in training (the model inputs and the loss inputs such as the
+    labels). ``weights``: ``"averaged"`` or ``"current"`` (Lookahead spellings ``"lookahead"`` /
+    ``"slow"`` accepted), default: the weights the rewrite's evaluation and export read (averaged
+    for EMA and SWA). Artifacts that were not rewritten take only ``"current"``.
+
+    Everything else is left as it was: the weights training continues from, the average, the
+    counters (any pending update is applied first, as :func:`sync_parameters` does), the optimizer
+    state. The gradients the pass accumulated are discarded (``lazy_reset_grad``), so call it
+    between optimizer steps, not in the middle of gradient accumulation; the module's train/eval
+    mode is restored. The next training forward moves the statistics again (towards those of the
+    current weights), so call it after training, before evaluating or exporting; again after
+    further training. Returns ``{"weights": ..., "batches": n, "statistics": [names]}``
+    (no statistics and nothing run when the training graph has no BatchNorm in training mode).
+    """
+    import numpy as np
+
+    nodes = _batchnorm_statistics(training_model)
+    parameters = state.parameters
+    if not nodes:
+        return {"weights": None, "batches": 0, "statistics": []}
+    names = {name for name, _ in parameters}
+    missing = [n for mean, var, _ in nodes for n in (mean, var) if n not in names]
+    if missing:
+        raise Error(
+            f"the BatchNorm running statistics {', '.join(sorted(set(missing)))} are not checkpoint "
+            "parameters (generate_artifacts takes them in frozen_params), so training never keeps "
+            "what it computes for them"
+        )
+    try:
+        rec: Optional[Dict[str, Any]] = record(state)
+    except Error:
+        rec = None
+    chosen = _weights_kind(weights, rec)
+    swaps: Dict[str, str] = {}
+    kept: list = []
+    if rec is not None:
+        sync_parameters(state)
+        if chosen == "averaged":
+            swaps = {w["name"]: w["state"][0] for w in rec["parameters"]}
+        kept = list(rec["counters"]) + list(rec.get("shared", []))
+    statistics = [n for mean, var, _ in nodes for n in (mean, var)]
+    saved = {n: np.array(parameters[n].data, copy=True) for n in list(swaps) + kept + statistics}
+    factor = {}
+    for mean, var, momentum in nodes:
+        one_minus = float(np.float32(1.0) - np.float32(momentum))
+        if one_minus == 0.0:
+            raise Error(f"BatchNorm momentum 1 never updates {mean} and {var}: nothing to recompute")
+        factor[mean] = factor[var] = one_minus
+    sums = {n: np.zeros(saved[n].shape, np.float64) for n in statistics}
+    count = 0
+    was_training = getattr(module, "training", True)
+    done = False
+    try:
+        module.train()
+        for name, average in swaps.items():
+            parameters[name] = np.array(parameters[average].data, copy=True)
+        for batch in batches:
+            for n in statistics:
+                parameters[n] = np.zeros_like(saved[n])
+            module(*batch)
+            values = {n: np.asarray(parameters[n].data, np.float64) for n in statistics}
+            if count == 0 and not any(np.any(values[var] != 0) for _, var, _ in nodes):
+                raise Error(
+                    "the training forward did not write the BatchNorm running statistics into the "
+                    "checkpoint state, so this ONNX Runtime build cannot recompute them"
+                )
+            for n in statistics:
+                sums[n] += values[n] / factor[n]
+            count += 1
+        if count == 0:
+            raise Error("update_bn needs at least one batch")
+        done = True
+    finally:
+        for name, value in saved.items():
+            if done and name in sums:
+                continue
+            parameters[name] = value
+        if done:
+            for n in statistics:
+                parameters[n] = (sums[n] / count).astype(saved[n].dtype)
+        module.lazy_reset_grad()
+        if not was_training:
+            module.eval()
+    return {"weights": chosen, "batches": count, "statistics": statistics}
+
+
+def _weights_kind(weights: Optional[str], rec: Optional[Dict[str, Any]]) -> str:
+    aliases = {"current": "current", "averaged": "averaged", "lookahead": "averaged", "slow": "averaged"}
+    if rec is None:
+        if weights not in (None, "current"):
+            raise Error(
+                f"weights={weights!r}: the checkpoint holds no onnx-lookahead record (its artifacts "
+                "were not rewritten), so only the current weights exist"
+            )
+        return "current"
+    requested = rec.get("eval_weights", "current") if weights is None else weights
+    if requested not in aliases:
+        raise Error(f"weights={weights!r}: expected 'current' or 'averaged'")
+    return aliases[requested]
+
+
+def _batchnorm_statistics(training_model: PathLike) -> list:
+    """(running mean, running var, momentum) of every BatchNorm the training graph runs in training
+    mode (ONNX ``BatchNormalization`` with training_mode=1, or ORT's ``BatchNormInternal``, which
+    generate_artifacts makes of it)."""
+    import onnx
+
+    model = onnx.load(os.fspath(training_model), load_external_data=False)
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in ("BatchNormalization", "BatchNormInternal"):
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        training = attrs.get("training_mode", 1 if node.op_type == "BatchNormInternal" else 0)
+        if not training or len(node.input) < 5 or len(node.output) < 3 or not node.output[1]:
+            continue
+        found.append((node.input[3], node.input[4], float(attrs.get("momentum", 0.9))))
+    return found
