@@ -110,9 +110,13 @@ fn check_picture(text: &str, original: &Path, rewritten: &Path) {
         .map(|p| p.name.as_str())
         .collect();
     assert!(!wrapped.is_empty());
+    let role = &report.averaging.as_ref().expect("a record").state_roles[0];
     for (i, name) in wrapped.iter().enumerate() {
         if i < onnx_lookahead::report::draw::SHOWN_PARAMETERS {
-            assert!(text.contains(&format!("lookahead__slow__{name}")), "{name}");
+            assert!(
+                text.contains(&format!("lookahead__{role}__{name}")),
+                "{name}"
+            );
         }
     }
     assert!(text.contains("lookahead__step"), "the counter");
@@ -159,6 +163,16 @@ fn pictures_of_other_rewrite_options() {
         ("ort_adamw", "subset", &["--include", "W*"][..]),
         ("training_info_sgd.onnx", "alpha_one.onnx", &["-a", "1"][..]),
         ("ort_adamw", "reset", &["--inner-state", "reset"][..]),
+        (
+            "ort_sgd",
+            "ema",
+            &["--scheme", "ema", "--decay", "0.9", "--every", "2"][..],
+        ),
+        (
+            "training_info_sgd.onnx",
+            "swa.onnx",
+            &["--scheme", "swa", "--swa-start", "4"][..],
+        ),
     ] {
         let out = rewritten(dir.path(), fixture_name, name, extra);
         for format in ["dot", "mermaid"] {
@@ -179,6 +193,33 @@ fn pictures_of_other_rewrite_options() {
                 assert!(text.contains("AdamW (patched)"), "{text}");
                 assert!(text.contains("If zeroes the moments in place"), "{text}");
                 assert!(!text.contains("(untouched)"), "{text}");
+            }
+            // Another scheme: its settings, its update, its state; the weights are only read.
+            "ema" => {
+                for want in [
+                    "EMA decay=0.9 every=2 around SGD",
+                    "evaluates at the averaged weights",
+                    "ema ← D·ema + (1 − D)·weight, D = 0.9",
+                    "ema weight",
+                    "lookahead__ema__W1",
+                    "syncs every 2 steps",
+                ] {
+                    assert!(text.contains(want), "{want}: {text}");
+                }
+                assert!(!text.contains("fast ← slow"), "{text}");
+                assert!(!text.contains("slow weight"), "{text}");
+            }
+            "swa.onnx" => {
+                for want in [
+                    "SWA start=4 every=1",
+                    "samples ← samples + 1",
+                    "swa ← swa + (weight − swa) / samples",
+                    "swa weight",
+                    "sync = step ≥ 4 and (step − 4) mod 1 == 0",
+                    "the weight, unchanged",
+                ] {
+                    assert!(text.contains(want), "{want}: {text}");
+                }
             }
             _ => assert!(text.contains("slow ← fast (α = 1)"), "{text}"),
         }

@@ -73,11 +73,19 @@ pub struct LookaheadReport {
 pub struct AveragingReport {
     /// The registry name ("lookahead", "ema", "swa").
     pub scheme: String,
+    /// The scheme's name for people ("EMA").
+    pub title: String,
     /// The scheme with its settings, for people ("EMA decay=0.999 every=1").
     pub description: String,
     pub settings: serde_json::Map<String, serde_json::Value>,
     /// What an update does, one line per assignment.
     pub update: Vec<String>,
+    /// The optimizer step of the first update, and the steps between updates after it.
+    pub first_update: u64,
+    pub period: u64,
+    /// Whether an update writes the weights training continues from (Lookahead), not only the
+    /// average.
+    pub moves_weights: bool,
     /// The roles of each wrapped parameter's state tensors ("slow", "ema", "swa").
     pub state_roles: Vec<String>,
     /// Optimizer steps until the next update of the average (0: one is pending).
@@ -351,9 +359,13 @@ fn averaging(
     let scheme = r.scheme().ok()?;
     let mut report = AveragingReport {
         scheme: r.scheme.clone(),
+        title: scheme.title().to_string(),
         description: scheme.describe(),
         settings: r.settings.clone(),
         update: scheme.update_lines(),
+        first_update: scheme.schedule().first,
+        period: scheme.schedule().period,
+        moves_weights: scheme.moves_weights(),
         state_roles: scheme.state_slots().iter().map(|s| s.to_string()).collect(),
         steps_to_update: None,
         update_pending: None,
@@ -371,9 +383,13 @@ fn averaging(
     }
     for (role, name) in scheme.shared_slots().iter().zip(&r.shared) {
         if let Some(value) = sizes.value(name) {
-            report
-                .shared
-                .insert(role.to_string(), serde_json::json!(value));
+            // Counts are whole numbers; show them as such.
+            let shown = if value.fract() == 0.0 && (0.0..9e15).contains(&value) {
+                serde_json::json!(value as u64)
+            } else {
+                serde_json::json!(value)
+            };
+            report.shared.insert(role.to_string(), shown);
         }
     }
     Some(report)

@@ -79,10 +79,6 @@ impl Report {
     }
 
     fn render_lookahead(&self, s: &mut String) {
-        let Some(l) = &self.lookahead else {
-            let _ = writeln!(s, "lookahead: not rewritten");
-            return;
-        };
         let by = self.rewritten_by.as_deref().unwrap_or("?");
         let mut how = format!("rewritten by onnx-lookahead {by}");
         if let Some(r) = &self.rewrite {
@@ -95,6 +91,15 @@ impl Report {
                 let _ = write!(how, ", inner optimizer state: {} at a sync", r.inner_state);
             }
         }
+        let Some(l) = &self.lookahead else {
+            match &self.averaging {
+                Some(a) => render_averaging(s, a, &how),
+                None => {
+                    let _ = writeln!(s, "lookahead: not rewritten");
+                }
+            }
+            return;
+        };
         let _ = writeln!(s, "lookahead: k={} alpha={} ({how})", l.k, l.alpha);
         if let Some(position) = l.position {
             let pending = if l.sync_pending == Some(true) {
@@ -111,8 +116,11 @@ impl Report {
         let wrapped = self.parameters.iter().filter(|p| p.lookahead).count();
         let _ = writeln!(
             s,
-            "\nparameters: {} ({trainable} trainable, {wrapped} with Lookahead), {}",
+            "\nparameters: {} ({trainable} trainable, {wrapped} with {}), {}",
             self.parameters.len(),
+            self.averaging
+                .as_ref()
+                .map_or("Lookahead", |a| a.title.as_str()),
             human_bytes(self.parameter_bytes)
         );
         let shown = if verbose {
@@ -249,5 +257,28 @@ impl Report {
                 let _ = writeln!(s, "    {:<22} {}", n.op_type, n.name);
             }
         }
+    }
+}
+
+/// Another scheme than Lookahead: its settings, what an update does, where its schedule stands.
+fn render_averaging(s: &mut String, a: &super::AveragingReport, how: &str) {
+    let _ = writeln!(s, "averaging: {} ({how})", a.description);
+    for line in &a.update {
+        let _ = writeln!(s, "  update:  {line}");
+    }
+    match (a.steps_to_update, a.update_pending) {
+        (_, Some(true)) => {
+            let _ = writeln!(
+                s,
+                "next:      an update is pending (evaluation sees it; the next training step applies it)"
+            );
+        }
+        (Some(n), _) => {
+            let _ = writeln!(s, "next:      update in {n} optimizer step(s)");
+        }
+        _ => {}
+    }
+    for (role, value) in &a.shared {
+        let _ = writeln!(s, "{:<10} {value}", format!("{role}:"));
     }
 }

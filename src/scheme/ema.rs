@@ -62,6 +62,10 @@ impl Scheme for Ema {
         ENTRY.name
     }
 
+    fn title(&self) -> &'static str {
+        "EMA"
+    }
+
     fn describe(&self) -> String {
         format!("EMA decay={} every={}", self.decay, self.every)
     }

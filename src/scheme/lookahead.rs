@@ -113,6 +113,10 @@ impl Scheme for Lookahead {
         ENTRY.name
     }
 
+    fn title(&self) -> &'static str {
+        "Lookahead"
+    }
+
     fn describe(&self) -> String {
         format!("Lookahead k={} alpha={}", self.k, self.alpha)
     }
@@ -200,6 +204,10 @@ impl Scheme for Lookahead {
 
     fn schedule(&self) -> Schedule {
         Schedule::every(self.k)
+    }
+
+    fn moves_weights(&self) -> bool {
+        true
     }
 
     fn state_slots(&self) -> &'static [&'static str] {

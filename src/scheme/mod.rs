@@ -93,6 +93,9 @@ pub trait Scheme {
     /// The registry name recorded in rewritten models ("lookahead", "ema", "swa").
     fn name(&self) -> &'static str;
 
+    /// The scheme's name for people: "Lookahead", "EMA", "SWA".
+    fn title(&self) -> &'static str;
+
     /// One line for people: "Lookahead k=5 alpha=0.5".
     fn describe(&self) -> String;
 
@@ -104,6 +107,12 @@ pub trait Scheme {
 
     /// After which optimizer steps the average is updated.
     fn schedule(&self) -> Schedule;
+
+    /// Whether an update also writes the weights training continues from (Lookahead: fast ←
+    /// slow) rather than only the average.
+    fn moves_weights(&self) -> bool {
+        false
+    }
 
     /// The weights evaluation reads unless the caller chooses.
     fn default_eval_weights(&self) -> EvalWeights;

@@ -71,6 +71,10 @@ impl Scheme for Swa {
         ENTRY.name
     }
 
+    fn title(&self) -> &'static str {
+        "SWA"
+    }
+
     fn describe(&self) -> String {
         format!("SWA start={} every={}", self.start, self.every)
     }

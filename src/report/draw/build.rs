@@ -11,7 +11,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::formats::Format;
 use crate::report::wiring::{GraphLookahead, WiredParameter};
-use crate::report::{GraphReport, NodeRef, ParameterReport, Report};
+use crate::report::{AveragingReport, GraphReport, NodeRef, ParameterReport, Report};
 
 /// Generated identifiers, so that no name of the input ever becomes one.
 #[derive(Default)]
@@ -75,11 +75,10 @@ pub(super) fn drawing(report: &Report) -> Result<Drawing> {
         .unwrap_or("no recognised optimizer");
     if report.graphs.iter().any(|g| g.lookahead.is_some()) {
         rewritten(report, &mut d, &mut ids);
-        if let Some(l) = &report.lookahead {
+        if let Some(a) = &report.averaging {
             d.title.push(format!(
-                "Lookahead k={}, α={} around {}",
-                l.k,
-                l.alpha,
+                "{} around {}",
+                shown(&a.description),
                 shown(optimizer)
             ));
         }
@@ -158,11 +157,10 @@ fn optimizer_node(ids: &mut Ids, heading: String, nodes: &[&NodeRef]) -> Node {
 }
 
 fn rewritten(report: &Report, d: &mut Drawing, ids: &mut Ids) {
-    let k = report.lookahead.as_ref().map(|l| l.k).unwrap_or(0);
     let mut sync_ifs = Vec::new();
     for g in &report.graphs {
         if let Some(w) = &g.lookahead {
-            let (cluster, if_node) = wired_graph(report, g, w, k, ids, &mut d.edges);
+            let (cluster, if_node) = wired_graph(report, g, w, ids, &mut d.edges);
             if w.role == "sync" {
                 sync_ifs.push(if_node);
             }
@@ -192,13 +190,19 @@ fn rewritten(report: &Report, d: &mut Drawing, ids: &mut Ids) {
             node.lines
                 .push("AdamW's step restarts at 1 after each reset".into());
         }
+        let when = report.averaging.as_ref().map_or_else(String::new, |a| {
+            if a.first_update == a.period {
+                format!("a sync every {} steps", a.period)
+            } else {
+                format!(
+                    "synced after step {}, then every {}",
+                    a.first_update, a.period
+                )
+            }
+        });
         for if_node in &sync_ifs {
-            d.edges.push(edge(
-                &node,
-                if_node,
-                EdgeKind::Loose,
-                Some("every k-th step is synced".into()),
-            ));
+            d.edges
+                .push(edge(&node, if_node, EdgeKind::Loose, Some(when.clone())));
         }
         d.nodes.push(node);
     }
@@ -227,10 +231,13 @@ fn wired_graph(
     report: &Report,
     g: &GraphReport,
     w: &GraphLookahead,
-    k: u64,
     ids: &mut Ids,
     edges: &mut Vec<Edge>,
 ) -> (Cluster, Node) {
+    let (first, period) = report
+        .averaging
+        .as_ref()
+        .map_or((0, 0), |a| (a.first_update, a.period));
     let training_info = report
         .rewrite
         .as_ref()
@@ -242,9 +249,11 @@ fn wired_graph(
         summary.push_str(&format!(", {} redirected", count(readers, "reader")));
     }
     let role = if eval {
-        "evaluation: reads the weights of the cycle's position"
+        "evaluation: reads the weights of the cycle's position".to_string()
+    } else if first == period {
+        format!("training: syncs every {period} steps")
     } else {
-        "training: syncs every k steps"
+        format!("training: syncs after step {first}, then every {period}")
     };
     let mut cluster = ids.cluster(vec![format!("{} ({role})", shown(&g.graph)), summary]);
 
@@ -254,14 +263,21 @@ fn wired_graph(
         .as_ref()
         .map(|c| ids.node(Kind::Counter, vec!["step counter".into(), shown(c)]));
     let step_lines = match (eval, training_info) {
-        (true, _) => vec![format!("at_sync = (step == {k})")],
+        (true, _) => vec![format!("at_sync = (step == {first})")],
+        (false, true) if first == period => vec![
+            "step ← step + 1".into(),
+            format!("sync = (step mod {period} == 0)"),
+        ],
         (false, true) => vec![
             "step ← step + 1".into(),
-            format!("sync = (step mod {k} == 0)"),
+            format!("sync = step ≥ {first} and (step − {first}) mod {period} == 0"),
         ],
         (false, false) => vec![
-            format!("sync_now = lazy_reset_grad and step == {k}"),
-            format!("step ← (step mod {k}) + 1 per optimizer step"),
+            format!("sync_now = lazy_reset_grad and step == {first}"),
+            format!(
+                "step ← step + 1 per optimizer step, {} after a sync",
+                first as i128 - period as i128 + 1
+            ),
         ],
     };
     let step = ids.node(Kind::Step, step_lines);
@@ -341,12 +357,8 @@ fn if_lines(
 ) -> Vec<String> {
     let name = w.if_node.as_deref().unwrap_or("(no If found)");
     let mut lines = vec![format!("If {}", shown(name))];
-    let alpha = report
-        .lookahead
-        .as_ref()
-        .map(|l| l.alpha)
-        .unwrap_or(f64::NAN);
     let rewrite = report.rewrite.as_ref();
+    let update: &[String] = report.averaging.as_ref().map_or(&[], |a| &a.update);
     if w.role == "eval" {
         let weights = rewrite
             .map(|r| r.eval_weights.as_str())
@@ -354,18 +366,16 @@ fn if_lines(
         lines.push("then (a sync is pending): the weights after it".into());
         lines.push(format!("else: the {} weights", shown(weights)));
     } else {
-        if alpha == 1.0 {
-            lines.push("then: slow ← fast (α = 1)".into());
-        } else {
-            lines.push(format!("then: slow ← slow + α·(fast − slow), α = {alpha}"));
-            lines.push("fast ← slow".into());
+        for (i, line) in update.iter().enumerate() {
+            let then = if i == 0 { "then: " } else { "" };
+            lines.push(format!("{then}{}", shown(line)));
         }
         // ORT artifacts reset the inner state in the optimizer model, drawn on its own.
         if let Some(r) = rewrite.filter(|r| r.inner_state != "keep" && training_info) {
             lines.push(format!("optimizer state: {}", shown(&r.inner_state)));
         }
         lines.push(if training_info {
-            "else: fast and slow passed on".into()
+            "else: weights and state passed on".into()
         } else {
             "else: nothing (written in place at a sync)".into()
         });
@@ -403,20 +413,27 @@ fn parameter_group(
     edges: &mut Vec<Edge>,
 ) -> Cluster {
     let label = |text: &str| labelled.then(|| text.to_string());
+    let averaging = report.averaging.as_ref();
+    let roles: &[String] = averaging.map_or(&[], |a| &a.state_roles);
+    let moves_weights = averaging.is_none_or(|a| a.moves_weights);
     let mut group = ids.cluster(vec![shown(&p.name)]);
     let info = report.parameters.iter().find(|r| r.name == p.name);
     let weight = ids.node(Kind::Parameter, parameter_lines(&p.name, info));
     for (i, s) in p.state.iter().enumerate() {
-        let role = if i == 0 {
-            "slow weight"
-        } else {
-            "optimizer-state cache"
+        let role = match roles.get(i) {
+            Some(role) => format!("{role} weight"),
+            None => "optimizer-state cache".into(),
         };
-        let node = ids.node(Kind::State, vec![role.into(), shown(s)]);
-        let (kind, text) = match (eval, i) {
+        let node = ids.node(Kind::State, vec![role, shown(s)]);
+        let (kind, text) = match (eval, roles.get(i)) {
             (true, _) => (EdgeKind::ReadBy, None),
-            (false, 0) => (EdgeKind::InPlace, label("slow += α·(fast − slow)")),
-            (false, _) => (EdgeKind::InPlace, None),
+            (false, Some(role)) => (
+                EdgeKind::InPlace,
+                averaging
+                    .and_then(|a| update_of(a, role))
+                    .and_then(|line| label(&shown(line))),
+            ),
+            (false, None) => (EdgeKind::InPlace, None),
         };
         edges.push(edge(if_node, &node, kind, text));
         group.nodes.push(node);
@@ -443,13 +460,15 @@ fn parameter_group(
             edges.push(edge(if_node, &node, EdgeKind::Flow, label("view")));
             // Keeps the view right of its weight (a row per parameter, not a column).
             edges.push(edge(&weight, &node, EdgeKind::Layout, None));
+        } else if moves_weights {
+            let text = averaging
+                .and_then(|a| update_of(a, "fast"))
+                .map_or_else(|| "fast ← slow".to_string(), |line| shown(line));
+            edges.push(edge(if_node, &weight, EdgeKind::InPlace, label(&text)));
         } else {
-            edges.push(edge(
-                if_node,
-                &weight,
-                EdgeKind::InPlace,
-                label("fast ← slow"),
-            ));
+            edges.push(edge(if_node, &weight, EdgeKind::ReadBy, label("reads")));
+        }
+        if !eval {
             // The alias is the weight's buffer, readable once the If ran.
             edges.push(edge(
                 &weight,
@@ -468,7 +487,12 @@ fn parameter_group(
             lines.push(format!("(was {})", shown(was)));
         }
         let node = ids.node(Kind::Redirect, lines);
-        edges.push(edge(if_node, &node, EdgeKind::Flow, label("new fast")));
+        let text = if moves_weights {
+            "new fast"
+        } else {
+            "the weight, unchanged"
+        };
+        edges.push(edge(if_node, &node, EdgeKind::Flow, label(text)));
         edges.push(edge(&node, &weight, EdgeKind::Flow, None));
         group.nodes.push(node);
     } else {
@@ -592,4 +616,12 @@ fn optimizer_nodes_in<'r>(report: &'r Report, graph: &str) -> Vec<&'r NodeRef> {
         .iter()
         .filter(|n| n.graph == graph)
         .collect()
+}
+
+/// The update line that assigns `role` ("slow ← ...").
+fn update_of<'a>(a: &'a AveragingReport, role: &str) -> Option<&'a str> {
+    a.update
+        .iter()
+        .find(|line| line.starts_with(&format!("{role} ←")))
+        .map(String::as_str)
 }
