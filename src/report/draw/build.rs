@@ -467,7 +467,7 @@ fn parameter_group(
         } else if moves_weights {
             let text = averaging
                 .and_then(|a| update_of(a, "fast"))
-                .map_or_else(|| "fast ← slow".to_string(), |line| shown(line));
+                .map_or_else(|| "fast ← slow".to_string(), shown);
             edges.push(edge(if_node, &weight, EdgeKind::InPlace, label(&text)));
         } else {
             edges.push(edge(if_node, &weight, EdgeKind::ReadBy, label("reads")));
