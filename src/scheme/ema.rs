@@ -110,9 +110,7 @@ impl Scheme for Ema {
             ("1 - decay", "one_minus_decay"),
             false,
         )?;
-        let kept = e.op("Mul", &[&decay, ema], &format!("ema_kept__{}", p.name));
-        let taken = e.op("Mul", &[&rest, fast], &format!("ema_taken__{}", p.name));
-        let ema_new = e.op("Add", &[&kept, &taken], &format!("ema_new__{}", p.name));
+        let ema_new = super::blend(e, p, (&decay, ema), (&rest, fast), "ema");
         Ok(Synced {
             fast: fast.to_string(),
             state: vec![ema_new],
@@ -127,17 +125,9 @@ impl Scheme for Ema {
         _scalars: &[f64],
     ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
         super::same_lengths(p, fast, state)?;
-        let ema = state.first().ok_or_else(|| Error::Validation {
-            graph: p.name.to_string(),
-            reason: "EMA needs one state tensor (the average)".into(),
-        })?;
+        let ema = super::slot(state, 0, p)?;
         let (decay, rest) = self.weights(p)?;
-        let round = super::rounder(p);
-        let ema_new = ema
-            .iter()
-            .zip(fast)
-            .map(|(&a, &x)| round(round(decay * a) + round(rest * x)))
-            .collect();
+        let ema_new = super::host_blend(p, decay, ema, rest, fast);
         Ok((fast.to_vec(), vec![ema_new]))
     }
 }

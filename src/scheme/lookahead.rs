@@ -222,7 +222,7 @@ impl Scheme for Lookahead {
         state: &[String],
         _scalars: &[String],
     ) -> Result<Synced> {
-        let slow = super::slot(state, 0, p)?;
+        let slow = super::slot(state, 0, p)?.as_str();
         if self.alpha == 1.0 {
             // slow + 1 * (fast - slow) can round differently from fast: copy instead, so that
             // alpha = 1 gives back the inner optimizer exactly.
@@ -249,10 +249,7 @@ impl Scheme for Lookahead {
         _scalars: &[f64],
     ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
         super::same_lengths(p, fast, state)?;
-        let slow = state.first().ok_or_else(|| Error::Validation {
-            graph: p.name.to_string(),
-            reason: "Lookahead needs one state tensor (the slow weight)".into(),
-        })?;
+        let slow = super::slot(state, 0, p)?;
         // After a sync the fast and slow weights are equal.
         let synced = if self.alpha == 1.0 {
             fast.to_vec()

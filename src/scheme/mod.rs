@@ -239,21 +239,44 @@ pub trait Scheme {
 
 /// The averaged weights among a parameter's state tensors (the first).
 fn averaged<T>(state: Vec<T>, p: Param) -> Result<T> {
-    state.into_iter().next().ok_or_else(|| Error::Validation {
-        graph: p.name.to_string(),
-        reason: "the scheme keeps no averaged weights for it".into(),
-    })
+    state.into_iter().next().ok_or_else(|| missing_state(p))
 }
 
-/// The state tensor of role index `i`, or a validation error naming the parameter.
-pub(crate) fn slot<'s>(state: &'s [String], i: usize, p: Param) -> Result<&'s str> {
-    state
-        .get(i)
-        .map(String::as_str)
-        .ok_or_else(|| Error::Validation {
-            graph: p.name.to_string(),
-            reason: "missing a state tensor of the averaging scheme".into(),
-        })
+fn missing_state(p: Param) -> Error {
+    Error::Validation {
+        graph: p.name.to_string(),
+        reason: "missing a state tensor of the averaging scheme".into(),
+    }
+}
+
+/// The state tensor (a name, or host values) of role index `i`, or a validation error naming
+/// the parameter.
+pub(crate) fn slot<'s, T>(state: &'s [T], i: usize, p: Param) -> Result<&'s T> {
+    state.get(i).ok_or_else(|| missing_state(p))
+}
+
+/// Emits `a * x + b * y` (`Mul`, `Mul`, `Add`) for parameter `p`: the blend EMA and SWA update
+/// their average with. `a`, `b` are names of scalars of the parameter's type.
+pub(crate) fn blend(
+    e: &mut Emitter,
+    p: Param,
+    (a, x): (&str, &str),
+    (b, y): (&str, &str),
+    role: &str,
+) -> String {
+    let kept = e.op("Mul", &[a, x], &format!("{role}_kept__{}", p.name));
+    let taken = e.op("Mul", &[b, y], &format!("{role}_taken__{}", p.name));
+    e.op("Add", &[&kept, &taken], &format!("{role}_new__{}", p.name))
+}
+
+/// `blend` on the host, element by element, each operation rounded to the parameter's type as
+/// the nodes round it (`a`, `b` already values of that type).
+pub(crate) fn host_blend(p: Param, a: f64, xs: &[f64], b: f64, ys: &[f64]) -> Vec<f64> {
+    let round = rounder(p);
+    xs.iter()
+        .zip(ys)
+        .map(|(&x, &y)| round(round(a * x) + round(b * y)))
+        .collect()
 }
 
 /// A scalar setting stored in a parameter's type, refused when the type rounds it to 0 or 1 (the

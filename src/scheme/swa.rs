@@ -173,9 +173,7 @@ impl Scheme for Swa {
             };
             (cast(e, keep, "average_weight"), cast(e, w, "sample_weight"))
         };
-        let kept = e.op("Mul", &[&keep, swa], &format!("swa_kept__{}", p.name));
-        let taken = e.op("Mul", &[&w, fast], &format!("swa_taken__{}", p.name));
-        let swa_new = e.op("Add", &[&kept, &taken], &format!("swa_new__{}", p.name));
+        let swa_new = super::blend(e, p, (&keep, swa), (&w, fast), "swa");
         Ok(Synced {
             fast: fast.to_string(),
             state: vec![swa_new],
@@ -190,10 +188,7 @@ impl Scheme for Swa {
         scalars: &[f64],
     ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
         super::same_lengths(p, fast, state)?;
-        let swa = state.first().ok_or_else(|| Error::Validation {
-            graph: p.name.to_string(),
-            reason: "SWA needs one state tensor (the average)".into(),
-        })?;
+        let swa = super::slot(state, 0, p)?;
         let &[keep, w] = scalars else {
             return Err(Error::Validation {
                 graph: p.name.to_string(),
@@ -201,12 +196,7 @@ impl Scheme for Swa {
             });
         };
         let round = super::rounder(p);
-        let (keep, w) = (round(keep), round(w));
-        let swa_new = swa
-            .iter()
-            .zip(fast)
-            .map(|(&a, &x)| round(round(keep * a) + round(w * x)))
-            .collect();
+        let swa_new = super::host_blend(p, round(keep), swa, round(w), fast);
         Ok((fast.to_vec(), vec![swa_new]))
     }
 }

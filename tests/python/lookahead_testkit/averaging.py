@@ -2,7 +2,7 @@
 
 Both leave training to the inner optimizer: the weights a model trains on are those of the plain
 run (reference_run without k), and the average is computed from them after each optimizer step
-(/work/ctx17.md, README "EMA and SWA"):
+(README "EMA and SWA of the weights"):
 - EMA(decay D, every N): ema starts as the initial weights; after step t with t % N == 0:
   ema <- float32(D) * ema + float32(1 - D) * p_t.
 - SWA(start S, every C): the average starts as the initial weights; after step t >= S with
