@@ -71,38 +71,68 @@ def cycles(n: int, k: int) -> int:
     return -(-n // k) * k
 
 
-def bench_optimizer(a, opt: OptimizerConfig, spec: MlpSpec, tool: cli.Cli, work: Path) -> dict:
-    stock = generate_artifacts(spec, opt, work / f"{opt.kind}_stock")
-    rewritten = tool.rewrite(stock, work / f"{opt.kind}_lookahead", a.k, a.alpha, "--force")
+OPTIMIZERS = {"adamw": OptimizerConfig("adamw", lr=1e-3, weight_decay=0.01), "sgd": OptimizerConfig("sgd", lr=1e-3)}
+
+
+def make_spec(dims: str) -> MlpSpec:
+    """The benchmark MLP: widths input first, ReLU between, a linear last layer."""
+    d = [int(x) for x in dims.split(",")]
+    return MlpSpec("bench_mlp", d[0], tuple((w, "relu") for w in d[1:-1]) + ((d[-1], "none"),))
+
+
+def session_options() -> onnxruntime.SessionOptions:
+    """No intra-op spinning: spinning pools of idle sessions would steal cores from the running one."""
     so = onnxruntime.SessionOptions()
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    loops = {name: StockLoop(d, opt.lr, session_options=so)
-             for name, d in (("stock", stock), ("stock_b", stock), ("lookahead", rewritten))}
-    batch = [spec.batch(np.random.RandomState(0), a.batch)]
-    warmup, steps = cycles(a.warmup, a.k), cycles(a.steps, a.k)
-    names = list(loops)
-    times = {n: [] for n in names}   # times[name][i] = seconds of step warmup+1+i
+    return so
+
+
+def interleaved(steppers: dict, warmup: int, steps: int):
+    """Runs step t = 1..warmup+steps of every stepper (name -> callable(t) -> loss), round-robin
+    with a rotating order; -> (times[name][i] = seconds of step warmup+1+i, last loss per name)."""
+    names = list(steppers)
+    times = {n: [] for n in names}
     last_loss = {}
     for t in range(1, warmup + steps + 1):
         for j in range(len(names)):
             name = names[(t + j) % len(names)]
             start = time.perf_counter()
-            last_loss[name] = loops[name].step(batch)[0]
+            last_loss[name] = steppers[name](t)
             elapsed = time.perf_counter() - start
             if t > warmup:
                 times[name].append(elapsed)
-    phases = np.arange(warmup + 1, warmup + steps + 1) % a.k
+    return times, last_loss
+
+
+def summarize(times: dict, last_loss: dict, warmup: int, steps: int, k: int, base: str = "stock") -> dict:
+    """Per config: plain_median (phases >= 2), cycle (sum of the k phase medians), mean, and their
+    ratios to `base` (plainR, cycleR, meanR). Step t has phase t mod k."""
+    phases = np.arange(warmup + 1, warmup + steps + 1) % k
     result = {}
-    for name in names:
-        ts = np.array(times[name])
-        phase_medians = [float(np.median(ts[phases == p])) for p in range(a.k)]
+    for name, ts in times.items():
+        ts = np.array(ts)
+        phase_medians = [float(np.median(ts[phases == p])) for p in range(k)]
         result[name] = dict(plain_median=float(np.median(ts[phases >= 2])), cycle=float(sum(phase_medians)),
                             mean=float(ts.mean()), phase_medians=phase_medians, last_loss=last_loss[name])
-    base = result["stock"]
+    b = result[base]
     for r in result.values():
-        r.update(plainR=r["plain_median"] / base["plain_median"], cycleR=r["cycle"] / base["cycle"],
-                 meanR=r["mean"] / base["mean"])
-    return dict(optimizer=opt.kind, steps=steps, warmup=warmup, configs=result)
+        r.update(plainR=r["plain_median"] / b["plain_median"], cycleR=r["cycle"] / b["cycle"],
+                 meanR=r["mean"] / b["mean"])
+    return result
+
+
+def bench_optimizer(a, opt: OptimizerConfig, spec: MlpSpec, tool: cli.Cli, work: Path) -> dict:
+    stock = generate_artifacts(spec, opt, work / f"{opt.kind}_stock")
+    rewritten = tool.rewrite(stock, work / f"{opt.kind}_lookahead", a.k, a.alpha, "--force")
+    so = session_options()
+    loops = {name: StockLoop(d, opt.lr, session_options=so)
+             for name, d in (("stock", stock), ("stock_b", stock), ("lookahead", rewritten))}
+    batch = [spec.batch(np.random.RandomState(0), a.batch)]
+    warmup, steps = cycles(a.warmup, a.k), cycles(a.steps, a.k)
+    times, last_loss = interleaved({n: (lambda t, loop=loop: loop.step(batch)[0]) for n, loop in loops.items()},
+                                   warmup, steps)
+    return dict(optimizer=opt.kind, steps=steps, warmup=warmup,
+                configs=summarize(times, last_loss, warmup, steps, a.k))
 
 
 def report(a, spec: MlpSpec, res: dict) -> None:
@@ -129,9 +159,8 @@ def main(argv=None) -> None:
         if problem:
             sys.exit(f"error: {problem}")
     tool = cli.Cli(a.bin)
-    dims = [int(d) for d in a.dims.split(",")]
-    spec = MlpSpec("bench_mlp", dims[0], tuple((d, "relu") for d in dims[1:-1]) + ((dims[-1], "none"),))
-    optimizers = {"adamw": OptimizerConfig("adamw", lr=1e-3, weight_decay=0.01), "sgd": OptimizerConfig("sgd", lr=1e-3)}
+    spec = make_spec(a.dims)
+    optimizers = OPTIMIZERS
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = a.work or Path(tmp)
