@@ -199,7 +199,7 @@ fn pictures_of_other_rewrite_options() {
                 for want in [
                     "EMA decay=0.9 every=2 around SGD",
                     "evaluates at the averaged weights",
-                    "ema ← D·ema + (1 − D)·weight, D = 0.9",
+                    "ema ← ema + (1 − D)·(weight − ema), D = 0.9",
                     "ema weight",
                     "lookahead__ema__W1",
                     "syncs every 2 steps",

@@ -38,7 +38,7 @@ use crate::graph::emit::Emitter;
 use crate::graph::names::NameGenerator;
 use crate::graph::patch::{GraphEdit, GraphId, ModelPatch};
 use crate::record::WrappedParameter;
-use crate::scheme::{EvalWeights, Param, Schedule, Scheme};
+use crate::scheme::{EvalWeights, InPlace, Param, Schedule, Scheme};
 
 use super::{NAME_PREFIX, branch_output, if_node};
 
@@ -303,31 +303,44 @@ fn inject_training(
         let prepared = scheme.prepare(&mut then, state.shared)?;
         // Each parameter's new values are written right after they are computed, so its
         // temporaries can be freed before the next parameter's.
-        let mut write = |then: &mut Emitter, target: &str, value: &str| {
-            if target == value {
-                return; // unchanged
-            }
+        // The third input of InPlaceAccumulatorV2 is its overwrite flag: the previous write's
+        // (true) flag chains the writes in a fixed order; its negation both adds instead and
+        // keeps the order.
+        let mut write = |then: &mut Emitter, target: &str, how: &InPlace| {
+            let (value, overwrite) = match how {
+                InPlace::Set(value) if value == target => return, // unchanged
+                InPlace::Set(value) => (value.as_str(), previous_flag.clone()),
+                InPlace::Add(step) => (
+                    step.as_str(),
+                    then.op("Not", &[&previous_flag], &format!("add_to__{target}")),
+                ),
+            };
             let written = then.fresh(&format!("written__{target}"));
             then.node(
                 Node::new("InPlaceAccumulatorV2")
                     .domain(MS_DOMAIN)
-                    .inputs([target, value, previous_flag.as_str()])
+                    .inputs([target, value, overwrite.as_str()])
                     .outputs([&written])
                     .build(),
             );
             previous_flag = written;
         };
         for s in slots {
-            let synced =
-                scheme.sync(&mut then, s.param(), &s.param, &s.state, &prepared.scalars)?;
-            for (target, value) in s.state.iter().zip(&synced.state) {
-                write(&mut then, target, value);
+            let (fast, writes) = scheme.sync_in_place(
+                &mut then,
+                s.param(),
+                &s.param,
+                &s.state,
+                &prepared.scalars,
+            )?;
+            for (target, how) in s.state.iter().zip(&writes) {
+                write(&mut then, target, how);
             }
-            write(&mut then, &s.param, &synced.fast);
+            write(&mut then, &s.param, &InPlace::Set(fast));
         }
         // The set-wide state last: every parameter's arithmetic has read it by then.
         for (target, value) in state.shared.iter().zip(&prepared.shared) {
-            write(&mut then, target, value);
+            write(&mut then, target, &InPlace::Set(value.clone()));
         }
         let done = branch_output(&mut then, &mut HashSet::new(), &previous_flag);
         let mut outputs = vec![bool_info(&done)];

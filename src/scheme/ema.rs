@@ -3,11 +3,15 @@
 //! as the initial weights; after optimizer step t with t % every == 0,
 //! `ema <- decay * ema + (1 - decay) * p_t`. Training continues from p; only evaluation and
 //! exports read the average (by default).
+//!
+//! Computed as torch's and timm's `lerp` computes it, `ema + (1 - decay) * (p - ema)`: the same
+//! average, and in ONNX Runtime artifacts an increment added in place (`Sub`, `Mul`, one
+//! accumulate), with no copy of the new average.
 
 use serde_json::{Map, Value, json};
 
 use super::registry::{OptionId, SchemeEntry, SchemeOptions, setting};
-use super::{EvalWeights, Param, Schedule, Scheme, Synced};
+use super::{EvalWeights, InPlace, Param, Schedule, Scheme, Synced};
 use crate::error::{Error, Result};
 use crate::graph::emit::Emitter;
 
@@ -71,7 +75,10 @@ impl Scheme for Ema {
     }
 
     fn update_lines(&self) -> Vec<String> {
-        vec![format!("ema ← D·ema + (1 − D)·weight, D = {}", self.decay)]
+        vec![format!(
+            "ema ← ema + (1 − D)·(weight − ema), D = {}",
+            self.decay
+        )]
     }
 
     fn settings(&self) -> Map<String, Value> {
@@ -99,10 +106,31 @@ impl Scheme for Ema {
         p: Param,
         fast: &str,
         state: &[String],
-        _scalars: &[String],
+        scalars: &[String],
     ) -> Result<Synced> {
+        let (fast, writes) = self.sync_in_place(e, p, fast, state, scalars)?;
         let ema = super::slot(state, 0, p)?;
-        let decay = super::fraction_constant(e, p, self.decay, ("decay", "decay"), false)?;
+        let ema_new = match writes.into_iter().next() {
+            Some(InPlace::Add(step)) => e.op("Add", &[ema, &step], &format!("ema_new__{}", p.name)),
+            _ => ema.clone(),
+        };
+        Ok(Synced {
+            fast,
+            state: vec![ema_new],
+        })
+    }
+
+    fn sync_in_place(
+        &self,
+        e: &mut Emitter,
+        p: Param,
+        fast: &str,
+        state: &[String],
+        _scalars: &[String],
+    ) -> Result<(String, Vec<InPlace>)> {
+        let ema = super::slot(state, 0, p)?;
+        // Refused when the type rounds decay to 1 or 0, as the stored 1 - decay would be 0 or 1.
+        super::stored_fraction(p, self.decay, "decay", false)?;
         let rest = super::fraction_constant(
             e,
             p,
@@ -110,11 +138,9 @@ impl Scheme for Ema {
             ("1 - decay", "one_minus_decay"),
             false,
         )?;
-        let ema_new = super::blend(e, p, (&decay, ema), (&rest, fast), "ema");
-        Ok(Synced {
-            fast: fast.to_string(),
-            state: vec![ema_new],
-        })
+        let gap = e.op("Sub", &[fast, ema], &format!("ema_gap__{}", p.name));
+        let step = e.op("Mul", &[&rest, &gap], &format!("ema_step__{}", p.name));
+        Ok((fast.to_string(), vec![InPlace::Add(step)]))
     }
 
     fn host_sync(
@@ -126,8 +152,13 @@ impl Scheme for Ema {
     ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
         super::same_lengths(p, fast, state)?;
         let ema = super::slot(state, 0, p)?;
-        let (decay, rest) = self.weights(p)?;
-        let ema_new = super::host_blend(p, decay, ema, rest, fast);
+        let (_, rest) = self.weights(p)?;
+        let round = super::rounder(p);
+        let ema_new = ema
+            .iter()
+            .zip(fast)
+            .map(|(&a, &x)| round(a + round(rest * round(x - a))))
+            .collect();
         Ok((fast.to_vec(), vec![ema_new]))
     }
 }
@@ -166,11 +197,17 @@ mod tests {
         assert_eq!(
             ops,
             [
-                "Mul(x__decay,A)",
-                "Mul(x__one_minus_decay,W_new)",
-                "Add(x__ema_kept__W,x__ema_taken__W)"
+                "Sub(W_new,A)",
+                "Mul(x__one_minus_decay,x__ema_gap__W)",
+                "Add(A,x__ema_step__W)"
             ]
         );
+        // In place: the increment alone, added to the average.
+        let (fast, writes) = ema
+            .sync_in_place(&mut e, W, "W_new", &["A".into()], &[])
+            .unwrap();
+        assert_eq!(fast, "W_new");
+        assert!(matches!(writes.as_slice(), [InPlace::Add(_)]), "{writes:?}");
         let (fast, state) = ema.host_sync(W, &[4.0], &[vec![0.0]], &[]).unwrap();
         assert_eq!((fast, state), (vec![4.0], vec![vec![1.0]]));
         // Evaluation at a pending update sees it; the current weights are the weight.

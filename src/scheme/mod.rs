@@ -36,6 +36,15 @@ pub struct Synced {
     pub state: Vec<String>,
 }
 
+/// How an update writes one state tensor in place (ONNX Runtime artifacts).
+#[derive(Debug, Clone, PartialEq)]
+pub enum InPlace {
+    /// Overwrite it with this value (a name equal to the tensor: unchanged).
+    Set(String),
+    /// Add this to it: one pass over the tensor, no copy of the new value.
+    Add(String),
+}
+
 /// What an update computes once for all parameters from the set-wide state (SWA: the sample
 /// count): float32 `[1]` scalars the per-parameter arithmetic reads, and the new values of the
 /// set-wide state (in `shared_slots` order).
@@ -143,6 +152,25 @@ pub trait Scheme {
         state: &[String],
         scalars: &[String],
     ) -> Result<Synced>;
+
+    /// `sync` as the in-place writes of ONNX Runtime artifacts do it: the new weight, and per
+    /// state tensor what is written into it. The default overwrites each with `sync`'s value; a
+    /// scheme whose update is an increment says so, saving the copy (the sum must round exactly
+    /// as `sync`'s value does).
+    fn sync_in_place(
+        &self,
+        e: &mut Emitter,
+        p: Param,
+        fast: &str,
+        state: &[String],
+        scalars: &[String],
+    ) -> Result<(String, Vec<InPlace>)> {
+        let synced = self.sync(e, p, fast, state, scalars)?;
+        Ok((
+            synced.fast,
+            synced.state.into_iter().map(InPlace::Set).collect(),
+        ))
+    }
 
     /// `prepare` on the host, with the graph's rounding.
     fn host_prepare(&self, _shared: &[f64]) -> Result<HostPrepared> {

@@ -99,18 +99,19 @@ def reference(spec, feeds, scheme: Scheme, initial=None, offsets=None) -> List[E
     plain = ref.plain_reference_run(spec, feeds, initial_weights=initial)
     average = {w: np.asarray(v, np.float64).copy() for w, v in initial.items()}
     samples = [0] * len(spec.algorithms)
-    decay, rest = float(np.float32(DECAY)), float(np.float32(1 - DECAY))
+    rest = float(np.float32(1 - DECAY))
     out = []
     for t, record in enumerate(plain, start=1):
         for index, algorithm in enumerate(spec.algorithms):
             if not scheme.updates_after(t + offsets[index]):
                 continue
-            if scheme.kind == "ema":
-                keep, take = decay, rest
-            else:
-                samples[index] += 1
-                take = float(np.float32(1) / np.float32(samples[index]))
-                keep = float(np.float32(1) - np.float32(take))
+            if scheme.kind == "ema":  # lerp, as the graph computes it
+                for w in algorithm.weights:
+                    average[w] = average[w] + rest * (record.weights[w] - average[w])
+                continue
+            samples[index] += 1
+            take = float(np.float32(1) / np.float32(samples[index]))
+            keep = float(np.float32(1) - np.float32(take))
             for w in algorithm.weights:
                 average[w] = keep * average[w] + take * record.weights[w]
         out.append(Expected(record.weights, {w: v.copy() for w, v in average.items()}, list(samples), record.losses))
@@ -270,13 +271,13 @@ def _assert_one_update(spec, scheme: Scheme, got: Observed, previous, step: int,
             continue
         if previous is None:
             continue
-        if scheme.kind == "ema":
-            keep, take = np.float32(DECAY), np.float32(1 - DECAY)
-        else:
-            take = np.float32(1) / np.float32(got.samples[index])
-            keep = np.float32(1) - take
         for w in algorithm.weights:
-            want = keep * previous[w].astype(np.float32) + take * got.weights[w].astype(np.float32)
+            before, now = previous[w].astype(np.float32), got.weights[w].astype(np.float32)
+            if scheme.kind == "ema":  # lerp: ema + (1 - D) * (p - ema)
+                want = before + np.float32(1 - DECAY) * (now - before)
+            else:
+                take = np.float32(1) / np.float32(got.samples[index])
+                want = (np.float32(1) - take) * before + take * now
             np.testing.assert_allclose(got.averaged[w], want, rtol=0, atol=1e-6, err_msg=f"step {step}: update of {w}")
 
 

@@ -4,7 +4,8 @@ Both leave training to the inner optimizer: the weights a model trains on are th
 run (reference_run without k), and the average is computed from them after each optimizer step
 (README "EMA and SWA of the weights"):
 - EMA(decay D, every N): ema starts as the initial weights; after step t with t % N == 0:
-  ema <- float32(D) * ema + float32(1 - D) * p_t.
+  ema <- D * ema + (1 - D) * p_t, computed as torch's lerp does (and the graph):
+  ema + float32(1 - D) * (p_t - ema).
 - SWA(start S, every C): the average starts as the initial weights; after step t >= S with
   (t - S) % C == 0: n <- n + 1, w = float32(1 / n), swa <- (1 - w) * swa + w * p_t (in float32, so
   the first sample is exactly p_S).
@@ -99,7 +100,7 @@ class Averaging:
         """The average after one update with the weights p (samples_before: SWA's n before it)."""
         dt = average.dtype.type
         if self.scheme == "ema":
-            return (dt(self.decay) * average + dt(1 - self.decay) * p).astype(average.dtype)
+            return (average + dt(1 - self.decay) * (p - average)).astype(average.dtype)
         w = dt(1) / dt(samples_before + 1)
         return (dt(dt(1) - w) * average + w * p).astype(average.dtype)
 
