@@ -127,7 +127,8 @@ def load_parameters(
     parameter, whose record gives that order: pass a mapping otherwise). Every value must have its
     parameter's dtype and shape, and every trainable parameter needs one; frozen parameters and the
     rewrite's own state are not weights and are left alone. Nothing is written unless all of it
-    fits (:class:`Error` naming the first mismatch otherwise).
+    fits (:class:`Error` naming the first mismatch otherwise). The state may or may not have a
+    ``Module`` yet.
 
     ``restart=True`` (the default) restarts the averaging from the new weights, as if training
     started from them: every state tensor the rewrite recorded for a wrapped parameter (Lookahead:
@@ -198,7 +199,10 @@ def load_parameters(
         for name in list(rec.get("counters", [])) + list(rec.get("shared", [])):
             writes[name] = np.zeros_like(np.asarray(parameters[name].data))
     for name, value in writes.items():
-        parameters[name] = value
+        # In place, through the parameter's own OrtValue: `parameters[name] = value` copies with the
+        # data-transfer manager a Module installs, and crashes (SIGSEGV, ORT 1.19.2) on a state
+        # loaded before its Module was created, which is when a client loads weights.
+        parameters[name]._parameter.data.update_inplace(np.ascontiguousarray(value))
     if inner_state == "keep":
         return state
     api = training_api()

@@ -299,3 +299,28 @@ def test_the_reset_state_saves_and_loads(lookahead_artifacts, tmp_path):
     again = CheckpointState.load_checkpoint(str(tmp_path / "ckpt"))
     assert max_param_diff(_weights(again, spec.trainable), new, spec.trainable) == 0
     assert ort.record(again) == ort.record(loop.state)
+
+
+def test_a_state_without_a_module_yet(lookahead_artifacts):
+    """A client loads its checkpoint and the global weights before it creates the Module (ORT's own
+    parameter setter crashes there); the Module then trains from them."""
+    spec, opt = TANH_MLP, ADAMW
+    artifacts = lookahead_artifacts(spec, opt, K, ALPHA)
+    state = CheckpointState.load_checkpoint(str(artifacts / "checkpoint"))
+    new = _new_weights(spec)
+    assert ort.load_parameters(state, new) is state
+    module = Module(str(artifacts / "training_model.onnx"), state, str(artifacts / "eval_model.onnx"))
+    optimizer = Optimizer(str(artifacts / "optimizer_model.onnx"), module)
+    optimizer.set_learning_rate(opt.lr)
+    flat = module.get_contiguous_parameters(trainable_only=True).numpy()
+    names = [w["name"] for w in ort.record(state)["parameters"]]
+    assert np.array_equal(flat, np.concatenate([new[n].ravel() for n in names]))
+    module.train()
+    more, batch = spec.schedule(2 * K + 1, seed=4), spec.eval_batch()
+    losses = []
+    for batches in more:
+        losses.append([float(module(x, t)) for x, t in batches])
+        optimizer.step()
+        module.lazy_reset_grad()
+    ref = reference_run(dataclasses.replace(spec, seed=spec.seed + 100), opt, more, batch, K, ALPHA)
+    assert per_step_diff(losses, ref.losses).max() <= TOL
