@@ -120,19 +120,30 @@ def state_root(node_config) -> Path:
 
 
 def client_artifacts(root: Path, optimizer: str, alpha: float, k: int, seed: int) -> Path:
-    """This process's artifacts for a configuration: generate_artifacts of the seed's model (the
-    app a device holds), rewritten for Lookahead(k, alpha) when alpha > 0. Made once per process."""
+    """The artifacts of a configuration: generate_artifacts of the seed's model (the app a device
+    holds), rewritten for Lookahead(k, alpha) when alpha > 0. Made once under root (staged in a
+    folder of their own and renamed into place, so clients sharing root may race) and remembered
+    per process."""
     key = (optimizer, alpha, k, seed)
     if key not in _ARTIFACTS:
-        import onnx_lookahead
+        final = root / "artifacts" / f"{optimizer}-k{k}-a{alpha}-s{seed}"
+        if not final.exists():
+            import onnx_lookahead
 
-        root.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="artifacts-", dir=root))
-        directory = dm.generate(MODEL, optimizer, seed, root / "plain")
-        if alpha > 0:
-            directory = root / "lookahead"
-            onnx_lookahead.rewrite(root / "plain", directory, k=k, alpha=alpha)
-        _ARTIFACTS[key] = directory
+            final.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=final.parent))
+            dm.generate(MODEL, optimizer, seed, staging / "plain")
+            if alpha > 0:
+                onnx_lookahead.rewrite(staging / "plain", staging / "set", k=k, alpha=alpha)
+            else:
+                (staging / "plain").rename(staging / "set")
+            try:
+                (staging / "set").rename(final)
+            except OSError:
+                if not final.exists():
+                    raise
+            shutil.rmtree(staging, ignore_errors=True)
+        _ARTIFACTS[key] = final
     return _ARTIFACTS[key]
 
 
@@ -390,7 +401,10 @@ def main(argv=None) -> None:
     if a.out:
         import federated_report
 
-        federated_report.write(results, plan, a.out, seconds)
+        settings = {key: plan[key] for key in ("num-rounds", "num-partitions", "local-epochs")}
+        settings.update({key: DEFAULTS[key] for key in ("batch-size", "dirichlet-beta", "k", "inner-state")},
+                        lrs=LRS)
+        federated_report.write(results, plan, settings, a.out, seconds)
         print(f"wrote {a.out / 'federated'}")
 
 
