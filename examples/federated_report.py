@@ -71,6 +71,23 @@ def tables(results: dict) -> str:
             delta_mean = _cell([np.mean(run["accuracy"][1:]) - np.mean(plain[run["seed"]]["accuracy"][1:])
                                 for run in runs])
         lines.append(f"| {config} | {_cell(final)} | {_cell(best)} | {_cell(mean)} | {delta_final} | {delta_mean} |")
+    pairs = [(c, f"{c}, no restart") for c in by if f"{c}, no restart" in by]
+    if pairs:
+        lines += [
+            "",
+            "The restart, paired by seed: accuracy with `load_parameters(restart=True)` minus without it (the "
+            "slow weights left from the client's last round), in points.",
+            "",
+            "| config | Δ final | Δ mean over rounds | seeds better / equal / worse (mean over rounds) |",
+            "| --- | --- | --- | --- |",
+        ]
+        for restart, stale in pairs:
+            old = {run["seed"]: run for run in by[stale]}
+            runs = [run for run in by[restart] if run["seed"] in old]
+            final = [run["accuracy"][-1] - old[run["seed"]]["accuracy"][-1] for run in runs]
+            mean = [np.mean(run["accuracy"][1:]) - np.mean(old[run["seed"]]["accuracy"][1:]) for run in runs]
+            counts = [sum(d > 0 for d in mean), sum(d == 0 for d in mean), sum(d < 0 for d in mean)]
+            lines.append(f"| {restart} | {_cell(final)} | {_cell(mean)} | {' / '.join(map(str, counts))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -95,6 +112,7 @@ def plot(results: dict, path: Path) -> None:
             ax.fill_between(rounds, mean - spread, mean + spread, alpha=0.15)
         ax.set_title(f"{family}: global model, FedAvg over {results['settings']['num-partitions']} non-IID clients")
         ax.set_xlabel("round")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("held-out accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)

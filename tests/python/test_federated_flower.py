@@ -59,19 +59,58 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, seconds: flo
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds} s:\n{log.read_text()}")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process's group (it and the helper processes it started), then SIGKILL to
-    whatever of the group is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _descendants(pid: int) -> set:
+    """The processes below pid (Flower's helpers: SuperExec, the app processes; some start sessions
+    of their own, out of reach of a group signal)."""
+    children: dict = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _stop(processes: list) -> None:
+    """SIGTERM to every started process's group, then to the helpers that left it; SIGKILL to
+    whatever is still running after 20 s; then reap."""
+    helpers = set().union(*(_descendants(p.pid) for p in processes)) if processes else set()
+    for process in processes:
         try:
-            os.killpg(process.pid, sig)
+            os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
             pass
-        time.sleep(0.5)
+    for pid in helpers:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (any(p.poll() is None for p in processes) or any(map(_alive, helpers))):
+        time.sleep(0.2)
+    for pid in [p.pid for p in processes if p.poll() is None] + [h for h in helpers if _alive(h)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for process in processes:
+        process.wait(timeout=10)
 
 
 def host_rounds(federated, dm, seed: int = 0) -> list:
@@ -146,8 +185,7 @@ def test_two_rounds_on_a_superlink_and_two_supernodes(tmp_path):
         assert run.returncode == 0 and out.exists(), run.stdout + run.stderr + logs
         assert "global-model accuracy per round" in run.stdout, run.stdout
     finally:
-        for process in reversed(processes):
-            _stop(process)
+        _stop(processes)
     got = np.load(out)
     want = host_rounds(federated, dm)
     accuracy = got["accuracy"]
