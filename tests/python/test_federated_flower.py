@@ -170,12 +170,14 @@ def test_two_rounds_on_a_superlink_and_two_supernodes(tmp_path):
         link, link_log = start("superlink", "flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
                                "--host", "127.0.0.1", "--port", str(link_port))
         _wait_for_port(link_port, link, link_log)
+        nodes = []
         for partition in range(2):
             port = _free_port()
-            node, node_log = start(
+            nodes.append((port, *start(
                 f"supernode{partition}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}",
                 "--host", "127.0.0.1", "--port", str(port), "--max-wait-time", "120",
-                "--node-config", f'partition-id={partition} num-partitions=2 state-dir="{tmp_path / f"node{partition}"}"')
+                "--node-config", f'partition-id={partition} num-partitions=2 state-dir="{tmp_path / f"node{partition}"}"')))
+        for port, node, node_log in nodes:
             _wait_for_port(port, node, node_log)
         config = (f'num-rounds={ROUNDS} num-partitions=2 local-epochs={EPOCHS} optimizer="adamw" lr={LR} '
                   f'k={K} alpha={ALPHA} out="{out}"')
