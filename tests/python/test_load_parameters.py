@@ -18,6 +18,7 @@ import json
 import numpy as np
 import pytest
 
+from lookahead_testkit.averaging import EMA_EVERY_1, SWA_2_1, averaged_run
 from lookahead_testkit.compare import assert_trajectory_close, max_param_diff, per_step_diff
 from lookahead_testkit.model import MIXED_MLP, TANH_MLP
 from lookahead_testkit.ort import CheckpointState, Module, Optimizer, StockLoop
@@ -42,10 +43,11 @@ class _Reference:
     def _synced(self):
         return {n: self.slow[n] + F32(ALPHA) * (self.p[n] - self.slow[n]) for n in self.slow}
 
-    def sync(self):  # sync_parameters: applied, still pending (the graph redoes it exactly)
+    def sync(self):  # sync_parameters: applied, and the counter moved past it (0: a cycle starts)
         if self.counter == K:
             self.slow = self._synced()
             self.p.update({n: v.copy() for n, v in self.slow.items()})
+            self.counter = 0
 
     def load(self, weights, restart: bool, reset: bool = False):
         self.p.update({n: v.copy() for n, v in weights.items()})
@@ -324,3 +326,46 @@ def test_a_state_without_a_module_yet(lookahead_artifacts):
         module.lazy_reset_grad()
     ref = reference_run(dataclasses.replace(spec, seed=spec.seed + 100), opt, more, batch, K, ALPHA)
     assert per_step_diff(losses, ref.losses).max() <= TOL
+
+
+@pytest.mark.parametrize("avg", [EMA_EVERY_1, SWA_2_1], ids=lambda a: a.scheme)
+def test_restart_restarts_an_ema_or_swa_average(avg, stock_artifacts, tmp_path):
+    """EMA and SWA sets: restart makes the average a copy of the loaded weights and the counter and
+    SWA's sample count 0, read from the record like Lookahead's slow weights; with the inner state
+    reset, the run from there is the scheme's reference started at W' (the average of the old
+    run is gone: the averaged evaluation differs from the one that keeps it)."""
+    spec, opt = TANH_MLP, ADAMW
+    artifacts = tmp_path / avg.scheme
+    onnx_lookahead.rewrite(stock_artifacts(spec, opt), artifacts, **avg.rewrite_options())
+    loop = StockLoop(artifacts, opt.lr)
+    batch = spec.eval_batch()
+    loop.run(spec.schedule(5, seed=3), batch)
+    ort.sync_parameters(loop.state)
+    stale = {n: np.array(loop.state.parameters[f"lookahead__{avg.scheme}__{n}"].data) for n in spec.trainable}
+    new = _new_weights(spec)
+    state = ort.load_parameters(loop.state, new, inner_state="reset")
+    rec = ort.record(state)
+    for wrapped in rec["parameters"]:
+        for name in wrapped["state"]:
+            np.testing.assert_array_equal(state.parameters[name].data, new[wrapped["name"]])
+    for name in rec["counters"] + rec.get("shared", []):
+        assert float(np.asarray(state.parameters[name].data).reshape(-1)[0]) == 0.0, name
+    assert (avg.scheme == "swa") == bool(rec.get("shared")), rec
+    module = Module(str(artifacts / "training_model.onnx"), state, str(artifacts / "eval_model.onnx"))
+    optimizer = Optimizer(str(artifacts / "optimizer_model.onnx"), module)
+    optimizer.set_learning_rate(opt.lr)
+    module.train()
+    more = spec.schedule(4, seed=4)
+    losses, evals = [], []
+    for batches in more:
+        losses.append([float(module(x, t)) for x, t in batches])
+        optimizer.step()
+        module.lazy_reset_grad()
+        module.eval()
+        evals.append(float(module(*batch)))
+        module.train()
+    ref = averaged_run(dataclasses.replace(spec, seed=spec.seed + 100), opt, more, batch, avg)
+    assert_trajectory_close(losses, evals, ref.plain.losses, ref.eval_averaged, TOL)
+    # The averaged evaluation proves something: it is not the current weights', nor the stale average's.
+    assert per_step_diff(evals, ref.plain.eval_losses).max() > MARGIN
+    assert max(np.abs(stale[n] - new[n]).max() for n in spec.trainable) > MARGIN
