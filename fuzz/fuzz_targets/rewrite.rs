@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use onnx_lookahead::inject::ort::AliasOp;
-use onnx_lookahead::{Error, Options, RewriteOptions};
+use onnx_lookahead::{Error, RewriteOptions, SchemeOptions};
 use onnx_lookahead_fuzz::seeds::{
     ARTIFACT_FILES, RewriteCase, artifact_sources, option_bits::*, rewrite_cases,
 };
@@ -68,11 +68,35 @@ fn setup() -> &'static [Prepared] {
     })
 }
 
+/// The scheme of an option byte: Lookahead with `K_VALUES` and alpha, except EMA at k index
+/// `EMA_INDEX` and SWA at the last index with `ALPHA_ONE` (see seeds::option_bits).
+fn scheme(byte: u8) -> SchemeOptions {
+    let index = usize::from((byte >> K_SHIFT) & 7);
+    let one = byte & ALPHA_ONE != 0;
+    match index {
+        EMA_INDEX => SchemeOptions {
+            scheme: Some("ema".into()),
+            decay: Some(0.5),
+            every: Some(if one { 1 } else { 7 }),
+            ..Default::default()
+        },
+        7 if one => SchemeOptions {
+            scheme: Some("swa".into()),
+            swa_start: Some(1000),
+            every: Some(3),
+            ..Default::default()
+        },
+        _ => SchemeOptions {
+            k: Some(K_VALUES[index]),
+            alpha: Some(if one { 1.0 } else { 0.5 }),
+            ..Default::default()
+        },
+    }
+}
+
 fn options(byte: u8) -> RewriteOptions {
-    let k = K_VALUES[usize::from((byte >> K_SHIFT) & 7)];
-    let alpha = if byte & ALPHA_ONE != 0 { 1.0 } else { 0.5 };
     RewriteOptions {
-        lookahead: Options::new(k, alpha).expect("valid options"),
+        scheme: scheme(byte),
         force: false,
         allow_lossy: byte & ALLOW_LOSSY != 0,
         alias: if byte & RESHAPE != 0 {

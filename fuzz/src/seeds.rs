@@ -95,11 +95,14 @@ pub mod option_bits {
     pub const RESHAPE: u8 = 1;
     /// `--allow-lossy`.
     pub const ALLOW_LOSSY: u8 = 2;
-    /// alpha = 1 instead of 0.5.
+    /// alpha = 1 instead of 0.5 (EMA: every step instead of every 7; with the last k index: SWA
+    /// from step 1000, every 3, instead of Lookahead k = 1000).
     pub const ALPHA_ONE: u8 = 4;
-    /// k from bits 3..6: `K_VALUES[(byte >> 3) & 7]`.
+    /// k from bits 3..6: `K_VALUES[(byte >> 3) & 7]`; the index `EMA_INDEX` picks EMA (decay 0.5)
+    /// instead.
     pub const K_SHIFT: u8 = 3;
     pub const K_VALUES: [u64; 8] = [5, 1, 2, 3, 4, 6, 7, 1000];
+    pub const EMA_INDEX: usize = 6;
     /// training_info: write the output into the input's own folder (external data then shared).
     pub const SAME_FOLDER: u8 = 64;
     /// Also `inspect` the input before rewriting it.
