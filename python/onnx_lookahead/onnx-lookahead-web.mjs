@@ -15,10 +15,10 @@
 // getContiguousParameters returns) are still the fast weights; the eval graph already sees the
 // synced ones. syncParameters computes slow + alpha * (fast - slow) exactly as the graph does
 // (float32, one rounding per Sub, Mul and Add, in that order; alpha = 1 copies), writes it into
-// both the parameter and its slow weight, and leaves the step counter alone: the graph's own sync
-// at the next forward then computes slow + alpha * 0 and changes nothing, so training continues on
-// the same trajectory. Safe at any step: it changes nothing unless the counter says a cycle just
-// ended and the weights still differ from their slow copies, and a second call returns false.
+// both the parameter and its slow weight, and sets the step counter to 0 (a cycle starts), as
+// Python's sync_parameters does: the graph does not sync again at the next forward, and training
+// continues on the same trajectory. Safe at any step: it changes nothing unless the counter says
+// a cycle just ended, and a second call returns false.
 //
 // Where the record comes from: the rewrite records k, alpha, the counter and every wrapped
 // parameter's slow weight in each model it writes (metadata "onnx_lookahead.record"), and
@@ -196,10 +196,10 @@ async function layout(session, record) {
 // ------------------------------------------------------------------------------------- sync
 
 /**
- * Applies a pending Lookahead sync to the session's parameters in place. `record`: what
- * readRecord returned, or the training model's bytes. Resolves to true when it changed the
- * weights (a cycle just ended and its sync was not applied yet), false otherwise (mid-cycle,
- * before the first step, or already applied).
+ * Applies a pending Lookahead sync to the session's parameters in place and marks it applied (the
+ * counter goes to 0). `record`: what readRecord returned, or the training model's bytes. Resolves
+ * to true when a sync was pending (a cycle just ended), false otherwise (mid-cycle, before the
+ * first step, or already applied).
  */
 export async function syncParameters(session, record) {
   if (!record || !record.inputs) record = readRecord(record);
@@ -215,8 +215,6 @@ export async function syncParameters(session, record) {
     return values.subarray(offset, offset + size);
   };
   if (at(record.counter)[0] !== record.k) return false;
-  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const before = bits.slice();
   // alpha as the graph holds it: a float32 constant.
   const alpha = Math.fround(record.alpha);
   for (const { name, slow } of record.parameters) {
@@ -231,7 +229,7 @@ export async function syncParameters(session, record) {
       s[i] = synced;
     }
   }
-  if (bits.every((b, i) => b === before[i])) return false;
+  at(record.counter)[0] = 0;
   await session.loadParametersBuffer(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), false);
   return true;
 }
