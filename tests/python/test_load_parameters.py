@@ -22,7 +22,7 @@ import pytest
 from lookahead_testkit.averaging import EMA_EVERY_1, SWA_2_1, averaged_run
 from lookahead_testkit.compare import assert_trajectory_close, max_param_diff, per_step_diff
 from lookahead_testkit.model import MIXED_MLP, TANH_MLP
-from lookahead_testkit.ort import CheckpointState, Module, Optimizer, StockLoop
+from lookahead_testkit.ort import CheckpointState, StockLoop
 from lookahead_testkit.reference import ADAMW, F32, SGD_CFG, reference_run
 
 import onnx_lookahead
@@ -184,19 +184,8 @@ def test_reset_is_lookahead_from_scratch_at_the_loaded_weights(opt, lookahead_ar
     state = ort.load_parameters(loop.state, new, inner_state="reset")
     assert state is not loop.state
     assert ort.record(state) == ort.record(loop.state)
-    module = Module(str(artifacts / "training_model.onnx"), state, str(artifacts / "eval_model.onnx"))
-    optimizer = Optimizer(str(artifacts / "optimizer_model.onnx"), module)
-    optimizer.set_learning_rate(opt.lr)
-    module.train()
     more, batch = spec.schedule(2 * K + 1, seed=4), spec.eval_batch()
-    losses, evals = [], []
-    for batches in more:
-        losses.append([float(module(x, t)) for x, t in batches])
-        optimizer.step()
-        module.lazy_reset_grad()
-        module.eval()
-        evals.append(float(module(*batch)))
-        module.train()
+    losses, evals = StockLoop(artifacts, opt.lr, state=state).run(more, batch)
     ref = reference_run(dataclasses.replace(spec, seed=spec.seed + 100), opt, more, batch, K, ALPHA)
     assert_trajectory_close(losses, evals, ref.losses, ref.eval_losses, TOL)
     if opt.kind == "adamw":  # keeping the moments is another trajectory
@@ -267,14 +256,8 @@ def test_reset_sets_need_inner_state_reset_to_restart(stock_artifacts, lookahead
         ort.load_parameters(loop.state, new)
     assert ort.load_parameters(loop.state, new, restart=False) is loop.state
     state = ort.load_parameters(loop.state, new, inner_state="reset")
-    fresh = StockLoop.__new__(StockLoop)
-    fresh.state = state
-    fresh.module = Module(str(out / "training_model.onnx"), state, str(out / "eval_model.onnx"))
-    fresh.optimizer = Optimizer(str(out / "optimizer_model.onnx"), fresh.module)
-    fresh.optimizer.set_learning_rate(ADAMW.lr)
-    fresh.module.train()
     more, batch = spec.schedule(2 * K + 1, seed=4), spec.eval_batch()
-    losses, evals = fresh.run(more, batch)
+    losses, evals = StockLoop(out, ADAMW.lr, state=state).run(more, batch)
     ref = reference_run(dataclasses.replace(spec, seed=spec.seed + 100), ADAMW, more, batch, K, ALPHA,
                         inner_state="reset")
     assert_trajectory_close(losses, evals, ref.losses, ref.eval_losses, TOL)
@@ -315,19 +298,12 @@ def test_a_state_without_a_module_yet(lookahead_artifacts):
     state = CheckpointState.load_checkpoint(str(artifacts / "checkpoint"))
     new = _new_weights(spec)
     assert ort.load_parameters(state, new) is state
-    module = Module(str(artifacts / "training_model.onnx"), state, str(artifacts / "eval_model.onnx"))
-    optimizer = Optimizer(str(artifacts / "optimizer_model.onnx"), module)
-    optimizer.set_learning_rate(opt.lr)
-    flat = module.get_contiguous_parameters(trainable_only=True).numpy()
+    loop = StockLoop(artifacts, opt.lr, state=state)
+    flat = loop.module.get_contiguous_parameters(trainable_only=True).numpy()
     names = [w["name"] for w in ort.record(state)["parameters"]]
     assert np.array_equal(flat, np.concatenate([new[n].ravel() for n in names]))
-    module.train()
     more, batch = spec.schedule(2 * K + 1, seed=4), spec.eval_batch()
-    losses = []
-    for batches in more:
-        losses.append([float(module(x, t)) for x, t in batches])
-        optimizer.step()
-        module.lazy_reset_grad()
+    losses = [loop.step(batches) for batches in more]
     ref = reference_run(dataclasses.replace(spec, seed=spec.seed + 100), opt, more, batch, K, ALPHA)
     assert per_step_diff(losses, ref.losses).max() <= TOL
 
@@ -355,19 +331,8 @@ def test_restart_restarts_an_ema_or_swa_average(avg, stock_artifacts, tmp_path):
     for name in rec["counters"] + rec.get("shared", []):
         assert float(np.asarray(state.parameters[name].data).reshape(-1)[0]) == 0.0, name
     assert (avg.scheme == "swa") == bool(rec.get("shared")), rec
-    module = Module(str(artifacts / "training_model.onnx"), state, str(artifacts / "eval_model.onnx"))
-    optimizer = Optimizer(str(artifacts / "optimizer_model.onnx"), module)
-    optimizer.set_learning_rate(opt.lr)
-    module.train()
     more = spec.schedule(4, seed=4)
-    losses, evals = [], []
-    for batches in more:
-        losses.append([float(module(x, t)) for x, t in batches])
-        optimizer.step()
-        module.lazy_reset_grad()
-        module.eval()
-        evals.append(float(module(*batch)))
-        module.train()
+    losses, evals = StockLoop(artifacts, opt.lr, state=state).run(more, batch)
     ref = averaged_run(dataclasses.replace(spec, seed=spec.seed + 100), opt, more, batch, avg)
     assert_trajectory_close(losses, evals, ref.plain.losses, ref.eval_averaged, TOL)
     # The averaged evaluation proves something: it is not the current weights', nor the stale average's.

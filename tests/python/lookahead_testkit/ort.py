@@ -65,13 +65,16 @@ class StockLoop:
     """The unmodified ORT training-API loop over one artifact directory.
 
     checkpoint: a checkpoint to resume from instead of <directory>/checkpoint.
+    state: a CheckpointState to train instead (e.g. what load_parameters returned).
     session_options: onnxruntime.SessionOptions for the training and eval sessions (benchmarks).
     models: the models' file extension: ".onnx", or ".ort" for their ORT-format copies.
     """
 
-    def __init__(self, directory, lr: float, checkpoint=None, session_options=None, models: str = ".onnx"):
+    def __init__(self, directory, lr: float, checkpoint=None, session_options=None, models: str = ".onnx",
+                 state=None):
         directory = Path(directory)
-        self.state = CheckpointState.load_checkpoint(str(checkpoint or directory / "checkpoint"))
+        self.state = state if state is not None else CheckpointState.load_checkpoint(
+            str(checkpoint or directory / "checkpoint"))
         self.module = Module(str(directory / f"training_model{models}"), self.state,
                              str(directory / f"eval_model{models}"), session_options=session_options)
         self.optimizer = Optimizer(str(directory / f"optimizer_model{models}"), self.module)
