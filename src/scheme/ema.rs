@@ -52,12 +52,11 @@ impl Ema {
         Ok(Ema { decay, every })
     }
 
-    /// (decay, 1 - decay) as the parameter's type stores them.
-    fn weights(&self, p: Param) -> Result<(f64, f64)> {
-        Ok((
-            super::stored_fraction(p, self.decay, "decay", false)?,
-            super::stored_fraction(p, 1.0 - self.decay, "1 - decay", false)?,
-        ))
+    /// 1 - decay as the parameter's type stores it, the one constant of the update; refused when
+    /// the type rounds decay or 1 - decay to 0 or 1 (the average would never, or always, move).
+    fn stored_rest(&self, p: Param) -> Result<f64> {
+        super::stored_fraction(p, self.decay, "decay")?;
+        super::stored_fraction(p, 1.0 - self.decay, "1 - decay")
     }
 }
 
@@ -129,15 +128,9 @@ impl Scheme for Ema {
         _scalars: &[String],
     ) -> Result<(String, Vec<InPlace>)> {
         let ema = super::slot(state, 0, p)?;
-        // Refused when the type rounds decay to 1 or 0, as the stored 1 - decay would be 0 or 1.
-        super::stored_fraction(p, self.decay, "decay", false)?;
-        let rest = super::fraction_constant(
-            e,
-            p,
-            1.0 - self.decay,
-            ("1 - decay", "one_minus_decay"),
-            false,
-        )?;
+        let rest = e
+            .scalar(p.data_type, self.stored_rest(p)?, "one_minus_decay")
+            .ok_or_else(|| super::unsupported_type(p))?;
         let gap = e.op("Sub", &[fast, ema], &format!("ema_gap__{}", p.name));
         let step = e.op("Mul", &[&rest, &gap], &format!("ema_step__{}", p.name));
         Ok((fast.to_string(), vec![InPlace::Add(step)]))
@@ -152,7 +145,7 @@ impl Scheme for Ema {
     ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
         super::same_lengths(p, fast, state)?;
         let ema = super::slot(state, 0, p)?;
-        let (_, rest) = self.weights(p)?;
+        let rest = self.stored_rest(p)?;
         let round = super::rounder(p);
         let ema_new = ema
             .iter()

@@ -283,46 +283,9 @@ pub(crate) fn slot<'s, T>(state: &'s [T], i: usize, p: Param) -> Result<&'s T> {
     state.get(i).ok_or_else(|| missing_state(p))
 }
 
-/// Emits `a * x + b * y` (`Mul`, `Mul`, `Add`) for parameter `p`: the blend EMA and SWA update
-/// their average with. `a`, `b` are names of scalars of the parameter's type.
-pub(crate) fn blend(
-    e: &mut Emitter,
-    p: Param,
-    (a, x): (&str, &str),
-    (b, y): (&str, &str),
-    role: &str,
-) -> String {
-    let kept = e.op("Mul", &[a, x], &format!("{role}_kept__{}", p.name));
-    let taken = e.op("Mul", &[b, y], &format!("{role}_taken__{}", p.name));
-    e.op("Add", &[&kept, &taken], &format!("{role}_new__{}", p.name))
-}
-
-/// `blend` on the host, element by element, each operation rounded to the parameter's type as
-/// the nodes round it (`a`, `b` already values of that type).
-pub(crate) fn host_blend(p: Param, a: f64, xs: &[f64], b: f64, ys: &[f64]) -> Vec<f64> {
-    let round = rounder(p);
-    xs.iter()
-        .zip(ys)
-        .map(|(&x, &y)| round(round(a * x) + round(b * y)))
-        .collect()
-}
-
-/// A scalar setting stored in a parameter's type, refused when the type rounds it to 0 or 1 (the
-/// stored value would not be the one asked for, and the average would never or always move).
-pub(crate) fn fraction_constant(
-    e: &mut Emitter,
-    p: Param,
-    value: f64,
-    (what, hint): (&str, &str),
-    allow_one: bool,
-) -> Result<String> {
-    let stored = stored_fraction(p, value, what, allow_one)?;
-    e.scalar(p.data_type, stored, hint)
-        .ok_or_else(|| unsupported_type(p))
-}
-
-/// `value` as a tensor of the parameter's type stores it, checked as `fraction_constant` does.
-pub(crate) fn stored_fraction(p: Param, value: f64, what: &str, allow_one: bool) -> Result<f64> {
+/// `value` (a fraction strictly between 0 and 1) as a tensor of the parameter's type stores it,
+/// refused when the type rounds it to 0 or 1 (it would not be the value asked for).
+pub(crate) fn stored_fraction(p: Param, value: f64, what: &str) -> Result<f64> {
     let type_name = crate::io::dtype::name(p.data_type);
     let stored = crate::io::values::round(p.data_type, value).ok_or_else(|| unsupported_type(p))?;
     if stored == 0.0 {
@@ -331,7 +294,7 @@ pub(crate) fn stored_fraction(p: Param, value: f64, what: &str, allow_one: bool)
             p.name
         )));
     }
-    if stored == 1.0 && !(allow_one && value == 1.0) {
+    if stored == 1.0 {
         return Err(Error::InvalidOption(format!(
             "{what} {value:?} rounds to 1 in {type_name} (the type of weight {}); choose a smaller {what}",
             p.name

@@ -173,7 +173,7 @@ impl Scheme for Swa {
             };
             (cast(e, keep, "average_weight"), cast(e, w, "sample_weight"))
         };
-        let swa_new = super::blend(e, p, (&keep, swa), (&w, fast), "swa");
+        let swa_new = blend(e, p, (&keep, swa), (&w, fast), "swa");
         Ok(Synced {
             fast: fast.to_string(),
             state: vec![swa_new],
@@ -196,9 +196,33 @@ impl Scheme for Swa {
             });
         };
         let round = super::rounder(p);
-        let swa_new = super::host_blend(p, round(keep), swa, round(w), fast);
+        let swa_new = host_blend(p, round(keep), swa, round(w), fast);
         Ok((fast.to_vec(), vec![swa_new]))
     }
+}
+
+/// Emits `a * x + b * y` (`Mul`, `Mul`, `Add`) for parameter `p`: the blend SWA updates its
+/// average with. `a`, `b` are names of scalars of the parameter's type.
+fn blend(
+    e: &mut Emitter,
+    p: Param,
+    (a, x): (&str, &str),
+    (b, y): (&str, &str),
+    role: &str,
+) -> String {
+    let kept = e.op("Mul", &[a, x], &format!("{role}_kept__{}", p.name));
+    let taken = e.op("Mul", &[b, y], &format!("{role}_taken__{}", p.name));
+    e.op("Add", &[&kept, &taken], &format!("{role}_new__{}", p.name))
+}
+
+/// `blend` on the host, element by element, each operation rounded to the parameter's type as
+/// the nodes round it (`a`, `b` already values of that type).
+fn host_blend(p: Param, a: f64, xs: &[f64], b: f64, ys: &[f64]) -> Vec<f64> {
+    let round = super::rounder(p);
+    xs.iter()
+        .zip(ys)
+        .map(|(&x, &y)| round(round(a * x) + round(b * y)))
+        .collect()
 }
 
 #[cfg(test)]
